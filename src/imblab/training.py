@@ -1,0 +1,127 @@
+"""The training pipeline behind ``imblab-train``: data -> model -> trainer -> fit -> test."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig
+from torch.utils.tensorboard.summary import hparams
+
+from imblab.config import flatten, instantiate, instantiate_callbacks, validate
+from imblab.errors import ConfigError
+from imblab.metrics.callbacks import tensorboard_writer
+
+log = logging.getLogger(__name__)
+
+
+def build_datamodule(cfg: DictConfig) -> LightningDataModule:
+    """Instantiate, prepare and set up the datamodule, so bad data fails before training."""
+    datamodule: LightningDataModule = instantiate(cfg.data)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def build_model(cfg: DictConfig, datamodule: Any) -> LightningModule:
+    """Instantiate the model with the number of classes, names and channels of the data."""
+    model: LightningModule = instantiate(
+        cfg.model,
+        _convert_="all",
+        num_classes=datamodule.num_classes,
+        class_names=list(datamodule.class_names),
+        backbone={"in_channels": datamodule.in_channels, "num_classes": datamodule.num_classes},
+    )
+    return model
+
+
+def resume_path(cfg: DictConfig) -> str | None:
+    """``ckpt_path`` if given, else the run dir's ``last.ckpt`` when an earlier run left one."""
+    if cfg.ckpt_path:
+        if not Path(cfg.ckpt_path).is_file():
+            raise ConfigError(
+                f"ckpt_path={cfg.ckpt_path}: no such file; give an existing checkpoint or "
+                "ckpt_path=null"
+            )
+        return str(cfg.ckpt_path)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        log.info("resuming from %s", last)
+        return str(last)
+    return None
+
+
+@rank_zero_only
+def log_hparams(trainer: Trainer, cfg: DictConfig, datamodule: Any) -> None:
+    """Write the flattened config and data summary to TensorBoard's HParams view, linked to the
+    real metric tags of ``hparams_metrics`` (no placeholder ``hp_metric``)."""
+    writer = tensorboard_writer(trainer)
+    if writer is None:
+        return
+    params = flatten(cfg)
+    params.update({f"data/realised/{k}": v for k, v in flatten(datamodule.summary()).items()})
+    params = {k: v for k, v in params.items() if not k.startswith("hparams_metrics")}
+    metrics = {tag: math.nan for tag in dict.fromkeys(cfg.hparams_metrics)}
+    for summary in hparams(params, metrics):
+        writer.file_writer.add_summary(summary)
+    writer.flush()
+
+
+def scalar_metrics(trainer: Trainer) -> dict[str, float]:
+    """The trainer's current epoch-level scalars as plain floats."""
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, then test the best checkpoint; write ``metrics.json``; return the final scalars."""
+    validate(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"), "callbacks")
+    callbacks += instantiate_callbacks(cfg.get("metrics"), "metrics")
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    if not loggers:  # nothing to show learning rates in
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    log_hparams(trainer, cfg, datamodule)
+    output_dir = Path(cfg.paths.output_dir)
+    if trainer.is_global_zero:
+        log.info("run dir: %s", output_dir.resolve())
+        if tensorboard_writer(trainer) is not None:
+            log.info("TensorBoard: tensorboard --logdir %s", output_dir.resolve())
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg), weights_only=True)
+    metrics = scalar_metrics(trainer)
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
+    if cfg.test:
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        metrics.update(scalar_metrics(trainer))
+    if trainer.is_global_zero:
+        write_metrics(output_dir / "metrics.json", metrics, cfg, best, datamodule)
+    return metrics
+
+
+def write_metrics(
+    path: Path, metrics: dict[str, float], cfg: DictConfig, best: str, datamodule: Any
+) -> None:
+    """``metrics.json``: the final validation and test scalars, plus what produced them."""
+    record = {
+        "monitor": {"metric": cfg.monitor.metric, "mode": cfg.monitor.mode},
+        "best_checkpoint": best or None,
+        "data": datamodule.summary(),
+        "metrics": {k: (None if math.isnan(v) else v) for k, v in sorted(metrics.items())},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    log.info("wrote %s", path)

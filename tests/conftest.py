@@ -1,0 +1,51 @@
+"""Shared fixtures: composing the shipped Hydra configs the way `imblab-train` does."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+# small, fast and offline: the bundled sample, a few epochs of tiny batches
+FAST = [
+    "data.source=sample",
+    "data.mirrors=[http://127.0.0.1:9/]",
+    "data.batch_size=64",
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=1",
+    "callbacks.rich_progress_bar=null",
+]
+
+Compose = Callable[..., DictConfig]
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path) -> Compose:
+    """Compose ``train.yaml`` (or another primary config) with overrides; the run dir is
+    ``run_dir`` or tmp_path, data goes to tmp_path/data."""
+
+    def _compose(
+        *overrides: str, config_name: str = "train", run_dir: Path | None = None
+    ) -> DictConfig:
+        out = run_dir or tmp_path
+        GlobalHydra.instance().clear()
+        with initialize_config_module(config_module="imblab.conf", version_base="1.3"):
+            cfg = compose(
+                config_name=config_name,
+                overrides=[f"hydra.run.dir={out}", f"paths.data_dir={tmp_path}/data",
+                           *overrides],
+                return_hydra_config=True,
+            )
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(out)
+            del cfg.hydra
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()

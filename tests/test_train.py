@@ -1,0 +1,111 @@
+"""End to end: `imblab-train` on the bundled MNIST sample, TensorBoard contents, metrics.json,
+resuming, reproducibility, and the command line's handling of bad values."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from imblab.training import train
+
+from .conftest import FAST
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def test_fast_dev_run_on_the_bundled_sample(compose_cfg) -> None:
+    metrics = train(compose_cfg(*FAST, "debug=fdr"))
+    assert "val/f1_macro" in metrics and "test/f1_macro" in metrics
+    assert 0.0 <= metrics["val/f1_macro"] <= 1.0
+
+
+def test_training_run_logs_everything_to_tensorboard(compose_cfg, tmp_path: Path) -> None:
+    cfg = compose_cfg(*FAST, "trainer.max_epochs=2", "metrics=[default,mcc]")
+    metrics = train(cfg)
+
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["monitor"] == {"metric": "val/f1_macro", "mode": "max"}
+    assert record["data"]["source_used"] == "sample"
+    assert Path(record["best_checkpoint"]).is_file()
+    for key in ("val/f1_macro", "val/loss", "test/f1_macro", "test/balanced_accuracy", "val/mcc"):
+        assert record["metrics"][key] == pytest.approx(metrics[key])
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+    acc = events(tmp_path)
+    tags = acc.Tags()
+    scalars = set(tags["scalars"])
+    expected = {
+        "train/loss_epoch", "train/accuracy", "val/loss", "val/accuracy", "val/f1_macro",
+        "val/f2_macro", "val/f0.5_macro", "val/f1_micro", "val/f1_weighted",
+        "val/precision_macro", "val/recall_macro", "val/balanced_accuracy", "val/auroc_macro",
+        "val/auroc_weighted", "val/ap_macro", "val/f1/0", "val/recall/9", "val/auroc/3",
+        "val/mcc", "test/f1_macro",
+    }
+    assert expected <= scalars, expected - scalars
+    assert len(acc.Scalars("val/f1_macro")) == 2  # one point per epoch
+    assert {"val/confusion_matrix", "val/roc", "val/per_class", "test/roc"} <= set(tags["images"])
+    assert {"val/pr/0", "val/pr/9"} <= set(tags["tensors"])
+    # the HParams view links the flattened config to the real metric tags
+    plugins = acc.PluginTagToContent("hparams")
+    assert "_hparams_/experiment" in plugins and "_hparams_/session_start_info" in plugins
+    assert b"val/f1_macro" in plugins["_hparams_/experiment"]
+    assert b"data/profile" in plugins["_hparams_/session_start_info"]
+    assert "hp_metric" not in scalars
+
+
+def test_interrupted_run_resumes_from_last_checkpoint(compose_cfg, tmp_path: Path) -> None:
+    train(compose_cfg(*FAST, "trainer.max_epochs=1", "test=false"))
+    first = len(events(tmp_path).Scalars("val/f1_macro"))
+    train(compose_cfg(*FAST, "trainer.max_epochs=2", "test=false"))
+    points = events(tmp_path).Scalars("val/f1_macro")
+    assert first == 1 and len(points) == 2  # epoch 0 was not trained again
+    assert [p.step for p in points][0] < points[1].step
+
+
+def test_same_seed_same_cpu_run(compose_cfg, tmp_path: Path) -> None:
+    a = train(compose_cfg(*FAST, "seed=7", "logger=none", run_dir=tmp_path / "a"))
+    b = train(compose_cfg(*FAST, "seed=7", "logger=none", run_dir=tmp_path / "b"))
+    assert a == b
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "imblab.train", *args],
+        capture_output=True, text=True, timeout=300, cwd=cwd, env=env,
+    )
+
+
+def test_command_line_fast_dev_run(tmp_path: Path) -> None:
+    proc = cli(*FAST, "debug=fdr", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
+    assert (tmp_path / "run" / ".hydra" / "overrides.yaml").is_file()
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("data.profile=zipf", "data.profile"),
+        ("data.imbalance_ratio=0.5", "data.imbalance_ratio"),
+        ("monitor.mode=best", "monitor.mode"),
+    ],
+)
+def test_command_line_bad_value_is_one_line_naming_the_key(
+    tmp_path: Path, override: str, key: str
+) -> None:
+    proc = cli(*FAST, override, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {key}="), proc.stderr[-2000:]
+    assert not (tmp_path / "run" / "checkpoints").exists()  # failed before training started
