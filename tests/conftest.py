@@ -37,8 +37,7 @@ def compose_cfg(tmp_path: Path) -> Compose:
         with initialize_config_module(config_module="imblab.conf", version_base="1.3"):
             cfg = compose(
                 config_name=config_name,
-                overrides=[f"hydra.run.dir={out}", f"paths.data_dir={tmp_path}/data",
-                           *overrides],
+                overrides=[f"hydra.run.dir={out}", f"paths.data_dir={tmp_path}/data", *overrides],
                 return_hydra_config=True,
             )
         HydraConfig.instance().set_config(cfg)

@@ -45,11 +45,26 @@ def test_training_run_logs_everything_to_tensorboard(compose_cfg, tmp_path: Path
     tags = acc.Tags()
     scalars = set(tags["scalars"])
     expected = {
-        "train/loss_epoch", "train/accuracy", "val/loss", "val/accuracy", "val/f1_macro",
-        "val/f2_macro", "val/f0.5_macro", "val/f1_micro", "val/f1_weighted",
-        "val/precision_macro", "val/recall_macro", "val/balanced_accuracy", "val/auroc_macro",
-        "val/auroc_weighted", "val/ap_macro", "val/f1/0", "val/recall/9", "val/auroc/3",
-        "val/mcc", "test/f1_macro",
+        "train/loss_epoch",
+        "train/accuracy",
+        "val/loss",
+        "val/accuracy",
+        "val/f1_macro",
+        "val/f2_macro",
+        "val/f0.5_macro",
+        "val/f1_micro",
+        "val/f1_weighted",
+        "val/precision_macro",
+        "val/recall_macro",
+        "val/balanced_accuracy",
+        "val/auroc_macro",
+        "val/auroc_weighted",
+        "val/ap_macro",
+        "val/f1/0",
+        "val/recall/9",
+        "val/auroc/3",
+        "val/mcc",
+        "test/f1_macro",
     }
     assert expected <= scalars, expected - scalars
     assert len(acc.Scalars("val/f1_macro")) == 2  # one point per epoch
@@ -69,7 +84,7 @@ def test_interrupted_run_resumes_from_last_checkpoint(compose_cfg, tmp_path: Pat
     train(compose_cfg(*FAST, "trainer.max_epochs=2", "test=false"))
     points = events(tmp_path).Scalars("val/f1_macro")
     assert first == 1 and len(points) == 2  # epoch 0 was not trained again
-    assert [p.step for p in points][0] < points[1].step
+    assert next(p.step for p in points) < points[1].step
 
 
 def test_same_seed_same_cpu_run(compose_cfg, tmp_path: Path) -> None:
@@ -82,7 +97,11 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
         [sys.executable, "-m", "imblab.train", *args],
-        capture_output=True, text=True, timeout=300, cwd=cwd, env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env=env,
     )
 
 
@@ -109,3 +128,13 @@ def test_command_line_bad_value_is_one_line_naming_the_key(
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith(f"error: {key}="), proc.stderr[-2000:]
     assert not (tmp_path / "run" / "checkpoints").exists()  # failed before training started
+
+
+def test_binary_task_logs_positive_class_scores(compose_cfg, tmp_path: Path) -> None:
+    metrics = train(
+        compose_cfg(*FAST, "experiment=mnist_binary", "model.counts.binary_threshold=0.3")
+    )
+    for key in ("val/binary/precision", "val/binary/recall", "val/binary/f1", "test/binary/f2"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["val/binary/threshold"] == pytest.approx(0.3)
+    assert "val/f1/rest" in metrics and "val/f1/7" in metrics

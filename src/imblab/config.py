@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import hydra
-from lightning.pytorch import Callback
 from hydra.errors import InstantiationException
+from lightning.pytorch import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from imblab.errors import ConfigError
@@ -53,6 +53,7 @@ def instantiate_callbacks(group: DictConfig | None, key: str) -> list[Callback]:
         return []
     callbacks = []
     for name, conf in group.items():
+        name = str(name)
         if conf is None:
             continue
         if "_target_" not in conf:

@@ -11,7 +11,6 @@ from imblab.errors import ConfigError
 from imblab.training import train
 
 
-
 @hydra.main(version_base="1.3", config_path="pkg://imblab.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Train, test, write ``metrics.json``; return the monitored metric (the sweep objective)."""

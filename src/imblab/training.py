@@ -71,8 +71,9 @@ def log_hparams(trainer: Trainer, cfg: DictConfig, datamodule: Any) -> None:
     params.update({f"data/realised/{k}": v for k, v in flatten(datamodule.summary()).items()})
     params = {k: v for k, v in params.items() if not k.startswith("hparams_metrics")}
     metrics = {tag: math.nan for tag in dict.fromkeys(cfg.hparams_metrics)}
+    file_writer = writer._get_file_writer()  # what SummaryWriter.add_hparams writes through
     for summary in hparams(params, metrics):
-        writer.file_writer.add_summary(summary)
+        file_writer.add_summary(summary)
     writer.flush()
 
 

@@ -205,6 +205,7 @@ class MNISTDataModule(pl.LightningDataModule):
         self._datasets: dict[str, BatchTensorDataset] = {}
         self._fallback_reason = "no train IDX files in data_dir; prepare_data() did not run here"
         self._warned = False
+        self._prepared = False
 
     @staticmethod
     def _check_class_counts(profile: str, class_counts: object) -> list[int] | None:
@@ -253,10 +254,12 @@ class MNISTDataModule(pl.LightningDataModule):
         """Verify the IDX files in ``data_dir`` and download missing ones (not for ``sample``).
 
         ``auto`` falls back to the sample with a warning when the train files cannot be had;
-        ``full`` raises ConfigError instead.
+        ``full`` raises ConfigError instead. Runs once per datamodule (``imblab-train`` calls
+        it before the Trainer does, to fail early).
         """
-        if self.source == "sample":
+        if self.source == "sample" or self._prepared:
             return
+        self._prepared = True
         resources = mnist.RESOURCES
         mnist.verify_files(self.data_dir, resources)
         missing = mnist.missing_files(self.data_dir, resources)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from lightning.pytorch import LightningModule
@@ -29,6 +29,8 @@ class MeanLoss(Metric):
     """
 
     full_state_update = False
+    total: torch.Tensor
+    count: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()
@@ -65,7 +67,9 @@ class Classifier(LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "loss"], logger=False)
+        self.save_hyperparameters(
+            ignore=["backbone", "optimizer", "scheduler", "loss"], logger=False
+        )
         self.backbone = backbone
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -101,7 +105,9 @@ class Classifier(LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.backbone(x)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
         x, y = batch
         logits = self(x)
         loss = self.loss(logits, y)
@@ -115,8 +121,8 @@ class Classifier(LightningModule):
         x, y = batch
         logits = self(x)
         n = y.shape[0] if self.ignore_index is None else (y != self.ignore_index).sum()
-        self.eval_loss[stage].update(self.loss(logits, y), n)
-        self.counts[stage].update(logits, y)
+        self._eval_loss(stage).update(self.loss(logits, y), n)
+        self.count_state(stage).update(logits, y)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step("val", batch)
@@ -124,12 +130,19 @@ class Classifier(LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step("test", batch)
 
+    def count_state(self, stage: str) -> CountState:
+        """The count state of ``stage`` ("val" or "test")."""
+        return cast(CountState, self.counts[stage])
+
+    def _eval_loss(self, stage: str) -> MeanLoss:
+        return cast(MeanLoss, self.eval_loss[stage])
+
     def _eval_epoch_start(self, stage: str) -> None:
-        self.counts[stage].reset()
-        self.eval_loss[stage].reset()
+        self.count_state(stage).reset()
+        self._eval_loss(stage).reset()
 
     def _eval_epoch_end(self, stage: str) -> None:
-        self.log(f"{stage}/loss", self.eval_loss[stage].compute(), prog_bar=stage == "val")
+        self.log(f"{stage}/loss", self._eval_loss(stage).compute(), prog_bar=stage == "val")
 
     def on_validation_epoch_start(self) -> None:
         self._eval_epoch_start("val")
@@ -148,4 +161,7 @@ class Classifier(LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
