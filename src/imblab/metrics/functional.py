@@ -1,0 +1,407 @@
+"""Metrics as pure functions of the count state: :class:`~imblab.metrics.counts.Counts` (or its
+confusion matrix) in, numbers out.  All arithmetic is float64; every function matches
+scikit-learn, including its ``zero_division`` rules.
+
+Notation: for class ``c``, ``TP, FP, FN`` come from the confusion matrix (rows = true class,
+columns = argmax prediction); the curve metrics (AUROC, AP) are one-vs-rest on the score
+``s = p[:, c]``: positives are the samples with ``target == c`` (``P`` of them), negatives the
+rest (``N``); at a threshold ``t`` a sample is predicted positive iff ``s >= t``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from imblab.errors import ConfigError
+from imblab.metrics.counts import Counts, CountState
+
+__all__ = [
+    "accuracy",
+    "auroc",
+    "auroc_tie_bound",
+    "average_precision",
+    "averaged_prf",
+    "balanced_accuracy",
+    "binary_scores",
+    "curve_counts",
+    "matthews_corrcoef",
+    "per_class_prf",
+    "pr_curve_counts",
+    "roc_curves",
+    "summarize",
+]
+
+Average = Literal["macro", "micro", "weighted"]
+
+PR_CURVE_THRESHOLDS = 200
+"""Grid size exact-mode scores are binned onto for :func:`pr_curve_counts`."""
+
+
+def _check_zero_division(zero_division: float) -> float:
+    if not (math.isnan(zero_division) or zero_division in (0.0, 1.0)):
+        raise ConfigError(
+            f"zero_division={zero_division!r}: not a value scikit-learn accepts; use 0, 1 or nan"
+        )
+    return float(zero_division)
+
+
+def _divide(num: Tensor, den: Tensor, zero_division: float) -> Tensor:
+    """``num / den`` in float64, ``zero_division`` where ``den == 0``."""
+    num, den = num.to(torch.float64), den.to(torch.float64)
+    zero = den == 0
+    return torch.where(zero, zero_division, num / torch.where(zero, 1.0, den))
+
+
+def _prf(
+    tp: Tensor, pred: Tensor, true: Tensor, beta: float, zero_division: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Precision ``TP/(TP+FP)``, recall ``TP/(TP+FN)`` and
+    ``F_beta = (1+b^2) TP / ((1+b^2) TP + b^2 FN + FP)`` from ``TP``, ``TP+FP`` and ``TP+FN``.
+
+    As scikit-learn: each is ``zero_division`` where its denominator is 0 (for F: no TP, FP or
+    FN); ``beta = 0`` gives precision and ``beta = inf`` recall.
+    """
+    if not beta >= 0:
+        raise ConfigError(f"beta={beta!r}: F-beta needs beta >= 0; use e.g. 0.5, 1 or 2")
+    zero_division = _check_zero_division(zero_division)
+    precision = _divide(tp, pred, zero_division)
+    recall = _divide(tp, true, zero_division)
+    if math.isinf(beta):
+        return precision, recall, recall
+    if beta == 0:
+        return precision, recall, precision
+    b2 = beta * beta
+    f = _divide((1 + b2) * tp.to(torch.float64), b2 * true.to(torch.float64) + pred, zero_division)
+    return precision, recall, f
+
+
+def per_class_prf(
+    confmat: Tensor, beta: float, zero_division: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per-class precision, recall, F-beta (C,) float64 and support (C,) int64, as scikit-learn's
+    ``precision_recall_fscore_support(average=None, labels=range(C))``."""
+    tp = confmat.diagonal()
+    true = confmat.sum(dim=1)
+    precision, recall, f = _prf(tp, confmat.sum(dim=0), true, beta, zero_division)
+    return precision, recall, f, true
+
+
+def _nanaverage(values: Tensor, weights: Tensor | None = None) -> float:
+    """Mean of the non-NaN values (weighted if given; unweighted if their weights sum to 0),
+    NaN if there are none: scikit-learn's ``_nanaverage``."""
+    defined = ~torch.isnan(values)
+    if not bool(defined.any()):
+        return math.nan
+    values = values[defined]
+    if weights is not None:
+        w = weights[defined].to(torch.float64)
+        if float(w.sum()) > 0:
+            return float((values * w).sum() / w.sum())
+    return float(values.mean())
+
+
+def averaged_prf(
+    confmat: Tensor, beta: float, zero_division: float, average: Average
+) -> tuple[float, float, float]:
+    """Averaged precision, recall and F-beta, as scikit-learn's
+    ``precision_recall_fscore_support(average=average, labels=None)``.
+
+    Classes absent from both targets and predictions are left out.  ``micro`` divides the summed
+    counts; ``macro`` is the mean over classes, ``weighted`` the mean weighted by support; NaN
+    values (``zero_division=nan``) are left out of both.
+    """
+    if average not in ("macro", "micro", "weighted"):
+        raise ConfigError(f"average={average!r}: unknown; use 'macro', 'micro' or 'weighted'")
+    tp, pred, true = confmat.diagonal(), confmat.sum(dim=0), confmat.sum(dim=1)
+    present = (pred + true) > 0
+    tp, pred, true = tp[present], pred[present], true[present]
+    if average == "micro":
+        tp, pred, true = (
+            tp.sum(0, keepdim=True),
+            pred.sum(0, keepdim=True),
+            true.sum(0, keepdim=True),
+        )
+    precision, recall, f = _prf(tp, pred, true, beta, zero_division)
+    weights = true if average == "weighted" else None
+    return (
+        _nanaverage(precision, weights),
+        _nanaverage(recall, weights),
+        _nanaverage(f, weights),
+    )
+
+
+def accuracy(confmat: Tensor) -> float:
+    """``trace(M) / sum(M)``: the fraction of samples whose argmax is the target (NaN if none)."""
+    total = int(confmat.sum())
+    return float(confmat.diagonal().sum()) / total if total else math.nan
+
+
+def balanced_accuracy(confmat: Tensor) -> float:
+    """Mean recall over the classes present in the targets (scikit-learn's
+    ``balanced_accuracy_score``; NaN if there are no samples)."""
+    true = confmat.sum(dim=1)
+    present = true > 0
+    return _nanaverage(_divide(confmat.diagonal()[present], true[present], math.nan))
+
+
+def matthews_corrcoef(confmat: Tensor) -> float:
+    """Multiclass MCC (scikit-learn's ``matthews_corrcoef``; 0 when undefined):
+    ``(c s - t.p) / sqrt((s^2 - p.p)(s^2 - t.t))`` with ``c`` correct, ``s`` samples,
+    ``t``/``p`` the true/predicted counts per class."""
+    m = confmat.to(torch.float64)
+    t, p = m.sum(dim=1), m.sum(dim=0)
+    s, correct = float(m.sum()), float(m.trace())
+    cov_tp = correct * s - float(t @ p)
+    cov_pp = s * s - float(p @ p)
+    cov_tt = s * s - float(t @ t)
+    return cov_tp / math.sqrt(cov_pp * cov_tt) if cov_pp * cov_tt != 0 else 0.0
+
+
+def _exact_points(scores: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per-class one-vs-rest counts at every sample, scores sorted descending (one sort of all
+    columns), each tie group collapsed onto its last position: ``tp, fp`` (C, N) int64, the
+    sorted scores (C, N) and the mask (C, N) of positions that end a tie group (the distinct
+    thresholds, as scikit-learn's ``_binary_clf_curve``)."""
+    c = scores.shape[1]
+    s, order = torch.sort(scores.T, dim=1, descending=True, stable=True)
+    y = (target[order] == torch.arange(c, device=scores.device)[:, None]).to(torch.int64)
+    n = s.shape[1]
+    is_end = torch.ones_like(s, dtype=torch.bool)
+    is_end[:, :-1] = s[:, 1:] != s[:, :-1]
+    # index of the end of each position's tie group: reverse cumulative min of end positions
+    positions = torch.arange(n, device=s.device).expand(c, n)
+    ends = torch.where(is_end, positions, n).flip(1).cummin(dim=1).values.flip(1)
+    tp = y.cumsum(dim=1).gather(1, ends)
+    fp = ends + 1 - tp
+    return tp, fp, s, is_end
+
+
+def _descending_points(counts: Counts) -> tuple[Tensor, Tensor]:
+    """One-vs-rest ``tp, fp`` (C, K) at thresholds in descending order, the last column being
+    the lowest threshold, which every sample passes (so it holds ``P`` and ``N``).  Repeated
+    points (empty bins, tie groups) add nothing to the areas below."""
+    if counts.hist is not None:
+        return counts.hist[..., 1].flip(-1).cumsum(-1), counts.hist[..., 0].flip(-1).cumsum(-1)
+    assert counts.scores is not None and counts.target is not None
+    if counts.scores.shape[0] == 0:
+        zeros = counts.target.new_zeros(counts.num_classes, 1)
+        return zeros, zeros
+    tp, fp, _, _ = _exact_points(counts.scores, counts.target)
+    return tp, fp
+
+
+def curve_counts(
+    counts: Counts,
+) -> tuple[Tensor | list[Tensor], Tensor | list[Tensor], Tensor | list[Tensor]]:
+    """One-vs-rest ``(tp, fp, thresholds)`` for every class.
+
+    Binned: ``tp, fp`` (C, T) at the ascending grid ``thresholds`` (T,):
+    ``tp[c, k] = sum_{j >= k} hist[c, j, 1]``, ``fp[c, k] = sum_{j >= k} hist[c, j, 0]``.
+    Exact: lists of per-class tensors at every distinct score, in descending order (as
+    scikit-learn's ``_binary_clf_curve``).
+    """
+    if counts.hist is not None:
+        assert counts.thresholds is not None
+        tp = counts.hist[..., 1].flip(-1).cumsum(-1).flip(-1)
+        fp = counts.hist[..., 0].flip(-1).cumsum(-1).flip(-1)
+        return tp, fp, counts.thresholds
+    assert counts.scores is not None and counts.target is not None
+    tp, fp, s, is_end = _exact_points(counts.scores, counts.target)
+    return (
+        [tp[c][is_end[c]] for c in range(counts.num_classes)],
+        [fp[c][is_end[c]] for c in range(counts.num_classes)],
+        [s[c][is_end[c]] for c in range(counts.num_classes)],
+    )
+
+
+def roc_curves(counts: Counts) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Per class ``(fpr, tpr, thresholds)`` with thresholds descending from ``+inf``, where
+    ``(0, 0)`` is prepended (so scores at or above the top threshold lose no area):
+    ``fpr = FP / N``, ``tpr = TP / P``, NaN-filled when ``N`` resp. ``P`` is 0."""
+    if counts.hist is not None:
+        assert counts.thresholds is not None
+        tp, fp = _descending_points(counts)
+        points = [(tp[c], fp[c], counts.thresholds.flip(0)) for c in range(counts.num_classes)]
+    else:
+        assert counts.scores is not None and counts.target is not None
+        tp, fp, s, is_end = _exact_points(counts.scores, counts.target)
+        points = [(tp[c][e], fp[c][e], s[c][e]) for c, e in enumerate(is_end)]
+    curves = []
+    for tp_c, fp_c, thr_c in points:
+        tp_c = torch.nn.functional.pad(tp_c, (1, 0))
+        fp_c = torch.nn.functional.pad(fp_c, (1, 0))
+        inf = torch.full((1,), math.inf, dtype=thr_c.dtype, device=thr_c.device)
+        fpr = _divide(fp_c, fp_c[-1].expand_as(fp_c), math.nan)
+        tpr = _divide(tp_c, tp_c[-1].expand_as(tp_c), math.nan)
+        curves.append((fpr, tpr, torch.cat([inf, thr_c])))
+    return curves
+
+
+def auroc(counts: Counts) -> Tensor:
+    """One-vs-rest AUROC (C,): the trapezoidal area under the ROC curve from ``(0, 0)``,
+    ``sum_i (FP_i - FP_{i-1}) (TP_i + TP_{i-1}) / (2 P N)``; NaN for a class without positives
+    or negatives.  Exact mode equals ``roc_auc_score(target == c, scores[:, c])``; binned mode
+    is that of the scores rounded down to the grid (see :func:`auroc_tie_bound`)."""
+    tp, fp = _descending_points(counts)
+    tp = torch.nn.functional.pad(tp, (1, 0)).to(torch.float64)
+    fp = torch.nn.functional.pad(fp, (1, 0)).to(torch.float64)
+    area2 = ((fp[:, 1:] - fp[:, :-1]) * (tp[:, 1:] + tp[:, :-1])).sum(dim=1)
+    return _divide(area2, 2 * tp[:, -1] * fp[:, -1], math.nan)
+
+
+def average_precision(counts: Counts) -> Tensor:
+    """One-vs-rest average precision (C,): ``AP = sum_n (R_n - R_{n-1}) P_n`` over thresholds
+    in descending order, ``P_n = TP_n / (TP_n + FP_n)``, ``R_n = TP_n / P``; NaN for a class
+    without positives.  Exact mode equals ``average_precision_score(target == c, scores[:, c])``.
+    """
+    tp, fp = _descending_points(counts)
+    gained = torch.diff(tp, dim=1, prepend=torch.zeros_like(tp[:, :1]))
+    precision = _divide(tp, tp + fp, 0.0)  # 0/0 only where nothing is gained
+    return _divide((gained * precision).sum(dim=1), tp[:, -1], math.nan)
+
+
+def auroc_tie_bound(counts: Counts) -> Tensor:
+    """The bound ``|AUROC_binned - AUROC_exact| <= 0.5 * sum_k P_k N_k / (P N)`` (C,), with
+    ``P_k, N_k`` the positives and negatives in bin ``k``.
+
+    Binning keeps the order of every positive/negative pair in different bins (the bins are
+    intervals of the score) and scores a pair in the same bin as a tie (1/2), where the exact
+    AUROC scores it 0, 1/2 or 1: at most 1/2 off for each of those ``sum_k P_k N_k`` pairs.
+    Zero in exact mode; NaN where AUROC is undefined.
+    """
+    if counts.hist is None:
+        positives = counts.confmat.sum(dim=1)
+        negatives = counts.confmat.sum() - positives
+        return _divide(torch.zeros_like(positives), positives * negatives, math.nan)
+    neg, pos = counts.hist[..., 0], counts.hist[..., 1]
+    pairs = (pos.to(torch.float64) * neg).sum(dim=1)
+    return _divide(0.5 * pairs, pos.sum(dim=1).to(torch.float64) * neg.sum(dim=1), math.nan)
+
+
+def pr_curve_counts(counts: Counts) -> list[dict[str, Tensor]]:
+    """Raw one-vs-rest PR-curve data, one dict per class, each value a (T,) float64 CPU tensor at
+    the ascending grid ``thresholds``: ``tp, fp, tn, fn``, ``precision = TP / max(TP + FP, 1)``
+    and ``recall = TP / max(P, 1)`` (TensorBoard's convention: 0 when undefined), the arrays
+    ``tensorboard.plugins.pr_curve.summary.raw_data_pb`` takes (it labels them with a uniform
+    grid; the curve itself is right).
+
+    Exact-mode scores are binned onto the default grid of ``PR_CURVE_THRESHOLDS`` first.
+    """
+    if counts.hist is None:
+        assert counts.scores is not None and counts.target is not None
+        state = CountState(counts.num_classes, thresholds=PR_CURVE_THRESHOLDS, input="probs")
+        state.update(counts.scores.cpu(), counts.target.cpu())
+        counts = state.compute()
+    tp, fp, thresholds = curve_counts(counts)
+    assert isinstance(tp, Tensor) and isinstance(fp, Tensor) and isinstance(thresholds, Tensor)
+    tp, fp = tp.to("cpu", torch.float64), fp.to("cpu", torch.float64)
+    pos, neg = tp[:, :1], fp[:, :1]  # threshold t_0 = 0: every sample
+    columns = {
+        "tp": tp,
+        "fp": fp,
+        "tn": neg - fp,
+        "fn": pos - tp,
+        "precision": tp / (tp + fp).clamp(min=1),
+        "recall": tp / pos.clamp(min=1),
+    }
+    thresholds = thresholds.cpu()
+    return [
+        {**{key: value[c] for key, value in columns.items()}, "thresholds": thresholds}
+        for c in range(counts.num_classes)
+    ]
+
+
+def binary_scores(
+    counts: Counts, threshold: float, beta: float, zero_division: float, positive: int = 1
+) -> dict[str, float]:
+    """Precision, recall and F-beta of class ``positive`` against the rest when a sample is
+    predicted positive iff ``s = p[:, positive] >= threshold`` (compared in the score's dtype).
+
+    Keys ``precision``, ``recall``, ``f<beta>`` (``%g``).  Binned mode needs ``threshold`` to be
+    a grid point (``CountState`` puts its ``binary_threshold`` on the grid).
+    """
+    c = counts.num_classes
+    if not 0 <= positive < c:
+        raise ValueError(f"positive={positive}: not a class index; use 0 <= positive < {c}")
+    if counts.hist is not None:
+        assert counts.thresholds is not None
+        tp_all, fp_all, _ = curve_counts(counts)
+        assert isinstance(tp_all, Tensor) and isinstance(fp_all, Tensor)
+        (at,) = torch.nonzero(counts.thresholds == threshold, as_tuple=True)
+        if at.numel() == 0:
+            nearest = float(counts.thresholds[(counts.thresholds - threshold).abs().argmin()])
+            raise ValueError(
+                f"threshold={threshold!r}: not on the grid (nearest {nearest!r}); pass "
+                "CountState(binary_threshold=...) or use exact mode (thresholds=None)"
+            )
+        tp, fp = tp_all[positive, at[0]], fp_all[positive, at[0]]
+        pos = tp_all[positive, 0]
+    else:
+        assert counts.scores is not None and counts.target is not None
+        s = counts.scores[:, positive]
+        predicted = s >= torch.tensor(threshold, dtype=s.dtype)
+        y = counts.target == positive
+        tp, fp, pos = (predicted & y).sum(), (predicted & ~y).sum(), y.sum()
+    precision, recall, f = _prf(tp, tp + fp, pos, beta, zero_division)
+    return {"precision": float(precision), "recall": float(recall), f"f{beta:g}": float(f)}
+
+
+def summarize(
+    counts: Counts,
+    *,
+    betas: Sequence[float] = (0.5, 1.0, 2.0),
+    zero_division: float = 0.0,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, float]:
+    """Every imblab metric as one flat ``{name: float}`` dict (NaN where undefined).
+
+    Averages: ``precision_<avg>``, ``recall_<avg>``, ``f<beta>_<avg>`` for ``avg`` in macro,
+    micro, weighted (:func:`averaged_prf`); ``accuracy``, ``balanced_accuracy``;
+    ``auroc_macro``/``ap_macro`` (mean over classes where defined), ``auroc_weighted``/
+    ``ap_weighted`` (weighted by positives ``P``, over classes where defined) and
+    ``auroc_num_defined``/``ap_num_defined``.  Per class ``<metric>/<name>`` for precision,
+    recall, f<beta>, support, auroc, ap.  ``beta`` is formatted with ``%g`` (f0.5, f1, f2).
+    """
+    if not betas:
+        raise ConfigError("betas=(): no F-beta to compute; give at least one beta, e.g. (1.0,)")
+    c = counts.num_classes
+    names = [str(i) for i in range(c)] if class_names is None else list(class_names)
+    if len(names) != c:
+        raise ConfigError(
+            f"class_names={names!r}: {len(names)} names for {c} classes; give one per class"
+        )
+    confmat = counts.confmat.cpu()
+    out: dict[str, float] = {}
+    for i, beta in enumerate(betas):
+        for average in ("macro", "micro", "weighted"):
+            precision, recall, f = averaged_prf(confmat, beta, zero_division, average)
+            if i == 0:
+                out[f"precision_{average}"] = precision
+                out[f"recall_{average}"] = recall
+            out[f"f{beta:g}_{average}"] = f
+    out["accuracy"] = accuracy(confmat)
+    out["balanced_accuracy"] = balanced_accuracy(confmat)
+
+    positives = confmat.sum(dim=1)
+    curves = {"auroc": auroc(counts).cpu(), "ap": average_precision(counts).cpu()}
+    for key, values in curves.items():
+        out[f"{key}_macro"] = _nanaverage(values)
+        out[f"{key}_weighted"] = _nanaverage(values, positives)
+        out[f"{key}_num_defined"] = float((~torch.isnan(values)).sum())
+
+    per_class: dict[str, Tensor] = {}
+    for i, beta in enumerate(betas):
+        precision_c, recall_c, f_c, support = per_class_prf(confmat, beta, zero_division)
+        if i == 0:
+            per_class.update(precision=precision_c, recall=recall_c, support=support)
+        per_class[f"f{beta:g}"] = f_c
+    per_class.update(curves)
+    for key, values in per_class.items():
+        for name, value in zip(names, values.tolist(), strict=True):
+            out[f"{key}/{name}"] = float(value)
+    return out
