@@ -443,3 +443,45 @@ def test_cuda_updates_do_not_sync_and_bad_batches_raise_at_compute(batch_data, t
     state.update(p[:100], torch.full_like(y[:100], 7))
     with pytest.raises(ValueError, match=bad_batch_message("val", 10)):
         state.compute()
+
+
+def _oracle_hist(probs: torch.Tensor, target: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """(C, T, 2) by definition: bin k of s holds t_k <= s < t_{k+1}, label y = (target == c)."""
+    c, t = probs.shape[1], grid.shape[0]
+    hist = torch.zeros(c, t, 2, dtype=torch.int64)
+    bins = torch.bucketize(probs, grid.to(probs.dtype), right=True) - 1
+    for cls in range(c):
+        y = (target == cls).long()
+        hist[cls].view(-1).index_add_(0, bins[:, cls] * 2 + y, torch.ones_like(y))
+    return hist
+
+
+def test_cpu_buffer_is_invisible() -> None:
+    """CPU batches are buffered and counted ~2^18 scores at a time: flushing mid-stream, computing
+    in between, forward(), callers reusing their tensors and reset() must not change a count."""
+    g = torch.Generator().manual_seed(3)
+    c = 7
+    batches = [
+        (torch.rand(3000, c, generator=g), torch.randint(0, c, (3000,), generator=g))
+        for _ in range(30)
+    ]
+    probs, target = torch.cat([p for p, _ in batches]), torch.cat([t for _, t in batches])
+    state = CountState(c, input="probs")
+    state.update(torch.rand(5, c), torch.zeros(5, dtype=torch.int64))
+    state.reset()  # the buffered batch is dropped with the counts
+    for i, (p, t) in enumerate(batches):
+        if i == 20:
+            state(p.clone(), t.clone())  # forward: batch value + global update
+        else:
+            buffer_p, buffer_t = p.clone(), t.clone()
+            state.update(buffer_p, buffer_t)
+            buffer_p.fill_(0.5)  # the caller reuses its buffers
+            buffer_t.fill_(0)
+        if i == 10:
+            state.compute()
+    counts = state.compute()
+    assert int(counts.confmat.sum()) == len(target)
+    expected_confmat = torch.zeros(c, c, dtype=torch.int64)
+    expected_confmat.index_put_((target, probs.argmax(1)), torch.ones_like(target), accumulate=True)
+    assert torch.equal(counts.confmat, expected_confmat)
+    assert torch.equal(counts.hist, _oracle_hist(probs, target, counts.thresholds))

@@ -36,6 +36,8 @@ LOGIT_RANGE = (-20.0, 13.0)
 """Logit range ``(a, b)`` of the threshold grid: sigmoid(-20) = 2.1e-9, sigmoid(13) = 1 - 2.3e-6."""
 
 _NO_BAD_BATCH = torch.iinfo(torch.int64).max
+_FLUSH_ELEMENTS = 1 << 18
+"""CPU, binned mode: scores buffered before they are counted in one go (1 MiB of float32)."""
 
 
 def _check_binary_threshold(binary_threshold: float) -> None:
@@ -196,6 +198,9 @@ class CountState(Metric):
         stage: str = "",
         **kwargs: Any,
     ) -> None:
+        self._pending: list[tuple[Tensor, Tensor]] = []
+        self._pending_elements = 0
+        self._buffer = True
         super().__init__(**kwargs)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ConfigError(f"num_classes={num_classes!r}: not a positive int; set it to C >= 1")
@@ -236,9 +241,29 @@ class CountState(Metric):
             self.add_state("target", [], dist_reduce_fx="cat")
         self.register_buffer("_one", torch.ones(1, dtype=torch.int64), persistent=False)
 
+    def sync(self, *args: Any, **kwargs: Any) -> None:
+        """Count the buffered batches, then sum across processes (torchmetrics)."""
+        self._flush()
+        super().sync(*args, **kwargs)
+
+    def reset(self) -> None:
+        self._pending, self._pending_elements = [], 0
+        super().reset()
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """torchmetrics' forward (batch value + global update) without buffering: it swaps the
+        states for the batch-local ones, which the buffer is not part of."""
+        self._flush()
+        self._buffer = False
+        try:
+            return super().forward(*args, **kwargs)
+        finally:
+            self._buffer = True
+
     def _apply(self, fn: Callable, exclude_state: Any = "") -> Any:
         """Move like any module, but keep the threshold grid float64/float32 through dtype casts
         (e.g. Lightning's ``bf16-true`` precision calls ``module.to(torch.bfloat16)``)."""
+        self._flush()
         this = super()._apply(fn, exclude_state)
         if self.binned:
             grid = threshold_grid(self.hist.shape[1], self.binary_threshold)
@@ -275,18 +300,45 @@ class CountState(Metric):
         dtype = torch.float64 if preds.dtype == torch.float64 else torch.float32
         x = preds.detach().to(dtype)
         labels = target.detach().to(torch.int64)
-        if preds.is_cpu:
-            self._check(x, labels)
-            keep = None if self.ignore_index is None else labels != self.ignore_index
-        else:
+        if not self.binned or (preds.is_cpu and self._buffer):  # kept: copies, never views
+            x = x.clone() if x.data_ptr() == preds.data_ptr() else x
+            labels = labels.clone() if labels.data_ptr() == target.data_ptr() else labels
+        if not preds.is_cpu:
             keep = self._flag_bad_batch(x, labels)
+            self.num_batches += 1
+            self._count(x, labels, keep)
+            return
+        self._check(x, labels)
         self.num_batches += 1
+        if not (self.binned and self._buffer):
+            self._count(
+                x, labels, None if self.ignore_index is None else labels != self.ignore_index
+            )
+            return
+        # CPU, binned: a batch of 1024 x 10 scores costs ~20 tiny ops whose fixed overhead
+        # dominates; counting ~2^18 scores at once amortises it (and lets ops use all threads)
+        self._pending.append((x, labels))
+        self._pending_elements += x.numel()
+        if self._pending_elements >= _FLUSH_ELEMENTS:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Count the batches buffered on the CPU (already checked)."""
+        if not self._pending:
+            return
+        xs, ys = zip(*self._pending, strict=True)
+        self._pending, self._pending_elements = [], 0
+        x, labels = torch.cat(xs), torch.cat(ys)
+        self._count(x, labels, None if self.ignore_index is None else labels != self.ignore_index)
+
+    def _count(self, x: Tensor, labels: Tensor, keep: Tensor | None) -> None:
+        """Add checked scores ``x`` (N, C) and labels to the counts; ``keep``: samples to count."""
+        c, n = self.num_classes, labels.shape[0]
         s = torch.softmax(x, dim=1) if self.input == "logits" else x
 
         # Each count is one scatter_add_ of weight 1 (0 for a sample left out, which is given an
         # in-range class 0 instead): no Python loop over classes, no host sync on CUDA (there
         # bincount reads its maximum back to size the output).
-        n = labels.shape[0]
         if keep is None:
             weight, counted = self._one.expand(n), labels
         else:
@@ -294,17 +346,16 @@ class CountState(Metric):
         pred = s.max(dim=1).indices  # ties: the lowest index
         self.confmat.view(-1).scatter_add_(0, torch.add(pred, counted, alpha=c), weight)
         if self.binned:
-            k = grid_bins(s, self._upper64 if dtype == torch.float64 else self._upper32)
+            k = grid_bins(s, self._upper64 if s.dtype == torch.float64 else self._upper32)
             rows = self._row_offsets.index_select(0, counted).view(-1)
             if keep is None:
                 weight = self._one.expand(n * c)
             else:
                 weight = weight[:, None].expand(n, c).reshape(-1)
             self.hist.view(-1).scatter_add_(0, torch.add(rows, k, alpha=2), weight)
-        else:  # keep copies, never views of the caller's tensors
-            self.scores.append(s.clone() if s.data_ptr() == preds.data_ptr() else s)
-            own = labels.data_ptr() != target.data_ptr()
-            self.target.append(labels if own else labels.clone())
+        else:
+            self.scores.append(s)
+            self.target.append(labels)
 
     def _bad_batch(self, batch: int, what: str) -> ValueError:
         return ValueError(f"{self._where()}: batch {batch}: {what}")
@@ -345,6 +396,7 @@ class CountState(Metric):
 
     def compute(self) -> Counts:
         """The accumulated :class:`Counts` (copies; later updates do not change them)."""
+        self._flush()
         first_bad = int(self.first_bad_batch)
         if first_bad != _NO_BAD_BATCH:
             negative = "" if self.input == "logits" else " or negative probabilities"
