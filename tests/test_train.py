@@ -138,3 +138,14 @@ def test_binary_task_logs_positive_class_scores(compose_cfg, tmp_path: Path) -> 
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["val/binary/threshold"] == pytest.approx(0.3)
     assert "val/f1/rest" in metrics and "val/f1/7" in metrics
+
+
+def test_command_line_ddp_on_cpu_writes_one_run(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = cli(*FAST, "trainer=ddp", "trainer.devices=2", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((run / "metrics.json").read_text())
+    val_counts = [int(n) for n in record["data"]["val_counts"].split(",")]
+    for c, n in enumerate(val_counts):  # every validation image counted exactly once
+        assert record["metrics"][f"val/support/{c}"] == n
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # one run dir, not one per process
