@@ -180,7 +180,7 @@ class CountState(Metric):
     thresholds: Tensor
     _upper32: Tensor
     _upper64: Tensor
-    _row_offsets: Tensor
+    _class_offsets: Tensor
     _one: Tensor
     num_batches: Tensor
     first_bad_batch: Tensor
@@ -231,11 +231,9 @@ class CountState(Metric):
             self.add_state(
                 "hist", torch.zeros(c, thresholds, 2, dtype=torch.int64), dist_reduce_fx="sum"
             )
-            # flat hist bin of (class c, bin k, label y) = c * 2T + 2k + y: row t of this table
-            # holds c * 2T + (t == c) for every c
-            classes = torch.arange(c, dtype=torch.int64)
-            rows = classes * 2 * thresholds + torch.eye(c, dtype=torch.int64)
-            self.register_buffer("_row_offsets", rows, persistent=False)
+            # flat hist bin of (class c, bin k, label y) = c * 2T + 2k + y
+            offsets = torch.arange(c, dtype=torch.int64) * 2 * thresholds
+            self.register_buffer("_class_offsets", offsets, persistent=False)
         else:
             self.add_state("scores", [], dist_reduce_fx="cat")
             self.add_state("target", [], dist_reduce_fx="cat")
@@ -347,12 +345,13 @@ class CountState(Metric):
         self.confmat.view(-1).scatter_add_(0, torch.add(pred, counted, alpha=c), weight)
         if self.binned:
             k = grid_bins(s, self._upper64 if s.dtype == torch.float64 else self._upper32)
-            rows = self._row_offsets.index_select(0, counted).view(-1)
+            index = torch.add(self._class_offsets, k.view(n, c), alpha=2)  # c * 2T + 2k
+            index.scatter_add_(1, counted.unsqueeze(1), self._one.expand(n, 1))  # + y
             if keep is None:
                 weight = self._one.expand(n * c)
             else:
                 weight = weight[:, None].expand(n, c).reshape(-1)
-            self.hist.view(-1).scatter_add_(0, torch.add(rows, k, alpha=2), weight)
+            self.hist.view(-1).scatter_add_(0, index.view(-1), weight)
         else:
             self.scores.append(s)
             self.target.append(labels)
