@@ -46,7 +46,9 @@ def test_trainer_options_compose(compose_cfg, trainer: str) -> None:
     assert cfg.trainer.default_root_dir == cfg.paths.output_dir
 
 
-@pytest.mark.parametrize("group", ["logger", "callbacks", "metrics", "debug", "data", "model"])
+@pytest.mark.parametrize(
+    "group", ["logger", "callbacks", "metrics", "debug", "data", "model", "loss"]
+)
 def test_group_options_compose(compose_cfg, group: str) -> None:
     for option in options(group):
         if option == "default" and group in {"metrics", "callbacks"}:

@@ -4,6 +4,7 @@ resuming, reproducibility, and the command line's handling of bad values."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -149,3 +150,15 @@ def test_command_line_ddp_on_cpu_writes_one_run(tmp_path: Path) -> None:
     for c, n in enumerate(val_counts):  # every validation image counted exactly once
         assert record["metrics"][f"val/support/{c}"] == n
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # one run dir, not one per process
+
+
+@pytest.mark.parametrize(
+    "loss", sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "loss").glob("*.yaml"))
+)
+def test_every_loss_trains_with_the_training_class_counts(compose_cfg, loss: str) -> None:
+    overrides = [*FAST, f"loss={loss}", "debug=fdr"]
+    if loss == "ldam":
+        overrides.append("loss.drw_epoch=0")  # deferred re-weighting on from the start
+    metrics = train(compose_cfg(*overrides))
+    assert math.isfinite(metrics["train/loss_step"])
+    assert 0.0 <= metrics["val/f1_macro"] <= 1.0

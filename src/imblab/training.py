@@ -33,10 +33,17 @@ def build_datamodule(cfg: DictConfig) -> LightningDataModule:
 
 
 def build_model(cfg: DictConfig, datamodule: Any) -> LightningModule:
-    """Instantiate the model with the number of classes, names and channels of the data."""
+    """Instantiate the model (and its loss) with the classes, class counts and channels of the
+    training data."""
+    loss = instantiate(
+        cfg.loss,
+        class_counts=list(datamodule.train_counts),
+        ignore_index=cfg.model.counts.ignore_index,
+    )
     model: LightningModule = instantiate(
         cfg.model,
         _convert_="all",
+        loss=loss,
         num_classes=datamodule.num_classes,
         class_names=list(datamodule.class_names),
         backbone={"in_channels": datamodule.in_channels, "num_classes": datamodule.num_classes},

@@ -16,7 +16,12 @@ import pytest
 
 from imblab.data import mnist
 
-SHARED_MNIST = Path("/work/shared/data/mnist")
+# the official t10k files: $IMBLAB_DATA_DIR/mnist, else the shared/ folder beside the checkout
+SHARED_MNIST = (
+    Path(os.environ["IMBLAB_DATA_DIR"]) / "mnist"
+    if os.environ.get("IMBLAB_DATA_DIR")
+    else Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"
+)
 TRAIN_PER_CLASS = 30
 TEST_PER_CLASS = 12
 

@@ -105,6 +105,11 @@ class Classifier(LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.backbone(x)
 
+    def on_train_epoch_start(self) -> None:
+        set_epoch = getattr(self.loss, "set_epoch", None)  # deferred re-weighting (LDAM-DRW)
+        if callable(set_epoch):
+            set_epoch(self.current_epoch)
+
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
