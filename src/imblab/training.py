@@ -24,11 +24,22 @@ log = logging.getLogger(__name__)
 
 
 def build_datamodule(cfg: DictConfig) -> LightningDataModule:
-    """Instantiate, prepare and set up the datamodule, so bad data fails before training."""
-    datamodule: LightningDataModule = instantiate(cfg.data)
+    """Instantiate, prepare and set up the datamodule with the training sampler of
+    ``cfg.sampler`` (none without a ``_target_``), and build the train loader once, so bad
+    data or a bad sampler fails before training."""
+    sampler_cfg = cfg.get("sampler")
+    if sampler_cfg and "_target_" not in sampler_cfg:
+        raise ConfigError(
+            f"sampler={dict(sampler_cfg)}: has no _target_; choose sampler=NAME of conf/sampler "
+            "(e.g. sampler=inverse) or sampler=none"
+        )
+    sampler = instantiate(sampler_cfg) if sampler_cfg else None
+    extra = {} if sampler is None else {"sampler": sampler}
+    datamodule: LightningDataModule = instantiate(cfg.data, **extra)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         datamodule.prepare_data()
     datamodule.setup("fit")
+    datamodule.train_dataloader()
     return datamodule
 
 

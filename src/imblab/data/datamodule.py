@@ -115,8 +115,15 @@ class MNISTDataModule(pl.LightningDataModule):
         mirrors: list[str] | None = None,
         download_timeout: float = 5.0,
         augment_translate: int = 2,
+        sampler: Callable[..., Sampler[int]] | None = None,
     ) -> None:
         super().__init__()
+        if sampler is not None and not callable(sampler):
+            raise ConfigError(
+                f"sampler={sampler!r}: not a sampler factory; use sampler=NAME of conf/sampler "
+                "(e.g. sampler=inverse) or sampler=none"
+            )
+        self.sampler = sampler
         if not isinstance(data_dir, str | os.PathLike) or not str(data_dir):
             raise _bad("data_dir", data_dir, "not a directory path", "set data.data_dir to one")
         if source not in SOURCES:
@@ -469,9 +476,22 @@ class MNISTDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled by a RandomSampler seeded with ``seed`` (Lightning swaps in a shuffling
-        DistributedSampler under DDP)."""
+        """With ``sampler`` (a factory, e.g. of :mod:`imblab.samplers`): the sampler built as
+        ``sampler(labels=<train labels>, seed=seed, num_classes=..., num_replicas=..., rank=...)``
+        (world size and rank from torch.distributed, else 1 and 0), which resamples the training
+        split only. Without: shuffled by a RandomSampler seeded with ``seed`` (Lightning swaps
+        in a shuffling DistributedSampler under DDP)."""
         dataset = self._dataset("train")
+        if self.sampler is not None:
+            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+            sampler = self.sampler(
+                labels=dataset.labels,
+                seed=self.seed,
+                num_classes=self.num_classes,
+                num_replicas=torch.distributed.get_world_size() if distributed else 1,
+                rank=torch.distributed.get_rank() if distributed else 0,
+            )
+            return self._loader(dataset, self.batch_size, sampler)
         generator = torch.Generator().manual_seed(self.seed)
         return self._loader(dataset, self.batch_size, RandomSampler(dataset, generator=generator))
 

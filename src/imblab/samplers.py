@@ -1,0 +1,272 @@
+"""Class-rebalancing training samplers, selected with the ``sampler=NAME`` config group.
+
+Both samplers draw *with replacement* from the training split only (validation and test are
+never resampled) and subclass :class:`torch.utils.data.DistributedSampler`, so Lightning leaves
+them in place under DDP (``_requires_distributed_sampler``) and calls :meth:`set_epoch` on them
+every epoch.
+
+One epoch is one *global* draw of ``total_size = ceil(num_samples / num_replicas) *
+num_replicas`` indices from a generator seeded with ``seed + epoch`` (DistributedSampler's
+convention). Every process makes the same global draw and rank ``r`` takes ``draw[r::world]``:
+the ranks get disjoint shares of one globally seeded draw, of equal length
+``total_size // num_replicas``.
+
+- :class:`WeightedClassSampler`: per-sample weight ``w_{y_i}`` from per-class training counts
+  ``n_c`` (``scheme``: ``inverse`` ``1/n_c``, ``sqrt`` ``1/sqrt(n_c)``, ``effective``
+  ``(1-beta)/(1-beta^n_c)`` of Cui et al. 2019), drawn with :func:`torch.multinomial`. Class
+  ``c`` is drawn with probability ``n_c w_c / sum_k n_k w_k``.
+- :class:`ClassAwareSampler`: each draw picks a class uniformly at random, then a sample
+  uniformly within that class (Shen et al. 2016).
+
+Bad options raise :class:`imblab.errors.ConfigError` with a one-line message
+``sampler.<key>=<value>: <what is wrong>; <how to fix it>``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.utils.data import DistributedSampler
+
+from imblab.errors import ConfigError
+from imblab.losses import effective_number_weights
+
+__all__ = ["SCHEMES", "ClassAwareSampler", "RebalancingSampler", "WeightedClassSampler"]
+
+SCHEMES: tuple[str, ...] = ("inverse", "sqrt", "effective")
+
+
+def _fail(key: str, value: Any, what: str, fix: str) -> ConfigError:
+    """Build the one-line ``sampler.<key>=<value>: <what>; <fix>`` error."""
+    shown = " ".join(repr(value).split())  # keep the message on one line
+    return ConfigError(f"sampler.{key}={shown}: {what}; {fix}")
+
+
+def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    """``(num_replicas, rank)``: from torch.distributed when it is initialised, else (1, 0)."""
+    distributed = dist.is_available() and dist.is_initialized()
+    if num_replicas is None:
+        num_replicas = dist.get_world_size() if distributed else 1
+    if rank is None:
+        rank = dist.get_rank() if distributed else 0
+    if not 0 <= rank < num_replicas:
+        raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+    return num_replicas, rank
+
+
+class RebalancingSampler(DistributedSampler[int]):
+    """Base class: labels, class counts, seeding and the rank's share of the global draw.
+
+    Args:
+        labels: 1-d integer tensor of the training labels (``0 .. num_classes - 1``).
+        seed: base seed; epoch ``e`` draws from a generator seeded with ``seed + e``.
+        num_samples: global epoch length (draws over all ranks); ``None`` = ``len(labels)``.
+        num_classes: number of classes (a class of the range without samples is an error);
+            ``None`` = ``labels.max() + 1``.
+        num_replicas: number of processes; ``None`` = the torch.distributed world size, or 1.
+        rank: this process's rank; ``None`` = the torch.distributed rank, or 0.
+
+    Attributes (after construction): ``class_counts`` (C,), ``epoch_length`` (the global
+    ``num_samples``), ``num_samples`` (this rank's share, as in DistributedSampler),
+    ``total_size`` (global draw length, a multiple of ``num_replicas``).
+    """
+
+    def __init__(
+        self,
+        labels: Tensor,
+        *,
+        seed: int = 0,
+        num_samples: int | None = None,
+        num_classes: int | None = None,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        labels = torch.as_tensor(labels)
+        if labels.dim() != 1 or labels.numel() == 0 or labels.is_floating_point():
+            raise _fail(
+                "labels",
+                f"tensor{tuple(labels.shape)} {labels.dtype}",
+                "the training labels must be a non-empty 1-d integer tensor",
+                "pass the training split's labels",
+            )
+        labels = labels.long().cpu()
+        if int(labels.min()) < 0:
+            raise _fail("labels", int(labels.min()), "negative class label", "use labels 0..C-1")
+        if num_samples is not None and (
+            isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1
+        ):
+            raise _fail(
+                "num_samples",
+                num_samples,
+                "must be an integer >= 1 or null",
+                "set sampler.num_samples to the draws per epoch, or null for the training "
+                "split's length",
+            )
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise _fail("seed", seed, "must be an integer", "set seed=<int>")
+        top = int(labels.max()) + 1
+        if num_classes is None:
+            num_classes = top
+        elif num_classes < top:
+            raise _fail(
+                "labels",
+                top - 1,
+                f"label outside 0..{num_classes - 1}",
+                "pass num_classes covering all labels",
+            )
+        num_replicas, rank = _world(num_replicas, rank)
+        # the base class only needs len(dataset); labels have it
+        super().__init__(
+            labels,  # type: ignore[arg-type]
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=True,
+            seed=seed,
+            drop_last=False,
+        )
+        self.labels = labels
+        self.class_counts = torch.bincount(labels, minlength=num_classes)
+        self.epoch_length = len(labels) if num_samples is None else num_samples
+        self.num_samples = math.ceil(self.epoch_length / self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+
+    def _check_no_empty_class(self, key: str, value: Any) -> None:
+        empty = [c for c, n in enumerate(self.class_counts.tolist()) if n == 0]
+        if empty:
+            counts = self.class_counts.tolist()
+            raise _fail(
+                key,
+                value,
+                f"class {empty[0]} has no training samples (train counts {counts}), so it "
+                "cannot be drawn",
+                "use sampler=none, or change data.* so every class keeps training samples",
+            )
+
+    def generator(self) -> torch.Generator:
+        """The generator of this epoch's global draw (the same on every rank)."""
+        return torch.Generator().manual_seed(self.seed + self.epoch)
+
+    def global_draw(self) -> Tensor:
+        """This epoch's global draw: ``total_size`` dataset indices, the same on every rank."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.global_draw()[self.rank :: self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class WeightedClassSampler(RebalancingSampler):
+    """Draw training indices with replacement, index ``i`` with probability proportional to
+    its class weight ``w_{y_i}``.
+
+    Args:
+        labels, seed, num_samples, num_classes, num_replicas, rank: see
+            :class:`RebalancingSampler`.
+        scheme: ``inverse`` (``w_c = 1/n_c``: classes drawn equally often), ``sqrt``
+            (``1/sqrt(n_c)``: class frequency ``~ sqrt(n_c)``) or ``effective``
+            (``(1-beta)/(1-beta^n_c)``, Cui et al. 2019).
+        beta: effective-number beta in [0, 1) (``scheme=effective`` only); 0 = no rebalancing,
+            closer to 1 = closer to ``inverse``.
+    """
+
+    def __init__(
+        self,
+        labels: Tensor,
+        *,
+        scheme: str = "inverse",
+        beta: float = 0.9999,
+        seed: int = 0,
+        num_samples: int | None = None,
+        num_classes: int | None = None,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        if scheme not in SCHEMES:
+            raise _fail("scheme", scheme, "unknown scheme", f"use one of {list(SCHEMES)}")
+        if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0.0 <= beta < 1.0:
+            raise _fail(
+                "beta",
+                beta,
+                "must be in [0, 1)",
+                "set sampler.beta to e.g. 0.9999 (Cui et al. 2019; closer to 1 = closer to 1/n_c)",
+            )
+        super().__init__(
+            labels,
+            seed=seed,
+            num_samples=num_samples,
+            num_classes=num_classes,
+            num_replicas=num_replicas,
+            rank=rank,
+        )
+        self.scheme = scheme
+        self.beta = float(beta)
+        self._check_no_empty_class("scheme", scheme)
+        counts = self.class_counts.to(torch.float64)
+        if scheme == "inverse":
+            w = 1.0 / counts
+        elif scheme == "sqrt":
+            w = counts.rsqrt()
+        else:
+            w = effective_number_weights(counts, self.beta)
+        self.class_weights: Tensor = w / w.sum()
+        """Per-class weights ``w_c`` (float64), normalised to sum to 1."""
+        self.weights: Tensor = self.class_weights[self.labels]
+        """Per-sample weights ``w_{y_i}`` (float64)."""
+
+    @property
+    def class_probabilities(self) -> Tensor:
+        """Probability of drawing each class: ``n_c w_c / sum_k n_k w_k``."""
+        p = self.class_counts.to(torch.float64) * self.class_weights
+        return p / p.sum()
+
+    def global_draw(self) -> Tensor:
+        return torch.multinomial(
+            self.weights, self.total_size, replacement=True, generator=self.generator()
+        )
+
+
+class ClassAwareSampler(RebalancingSampler):
+    """Class-aware sampling (Shen et al., "Relay Backpropagation for Effective Learning of Deep
+    Convolutional Neural Networks", ECCV 2016): each draw picks a class uniformly at random,
+    then a training sample uniformly within that class (both with replacement).
+
+    Args: see :class:`RebalancingSampler`.
+    """
+
+    def __init__(
+        self,
+        labels: Tensor,
+        *,
+        seed: int = 0,
+        num_samples: int | None = None,
+        num_classes: int | None = None,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        super().__init__(
+            labels,
+            seed=seed,
+            num_samples=num_samples,
+            num_classes=num_classes,
+            num_replicas=num_replicas,
+            rank=rank,
+        )
+        self._check_no_empty_class("_target_", f"{type(self).__module__}.{type(self).__name__}")
+        # members of class c are by_class[starts[c] : starts[c] + counts[c]]
+        self.by_class = torch.argsort(self.labels, stable=True)
+        self.starts = torch.cumsum(self.class_counts, 0) - self.class_counts
+
+    def global_draw(self) -> Tensor:
+        g = self.generator()
+        classes = torch.randint(len(self.class_counts), (self.total_size,), generator=g)
+        n = self.class_counts[classes]
+        u = torch.rand(self.total_size, dtype=torch.float64, generator=g)
+        member = torch.minimum((u * n).long(), n - 1)  # uniform in 0..n_c-1
+        return self.by_class[self.starts[classes] + member]
