@@ -55,6 +55,11 @@ def tensorboard_writer(trainer: Trainer) -> SummaryWriter | None:
     return None
 
 
+def rank_zero_writer(trainer: Trainer) -> SummaryWriter | None:
+    """The TensorBoard writer on rank 0 (figures and curves are written once), else None."""
+    return tensorboard_writer(trainer) if trainer.is_global_zero else None
+
+
 class MetricCallback(Callback):
     """Base class: hands each stage's summed counts to :meth:`log_counts` at epoch end.
 
@@ -201,8 +206,8 @@ class FigureMetric(MetricCallback):
         trainer: Trainer,
         pl_module: LightningModule,
     ) -> None:
-        writer = tensorboard_writer(trainer)
-        if writer is None or not trainer.is_global_zero:
+        writer = rank_zero_writer(trainer)
+        if writer is None:
             return
         fig = self.figure(counts, class_names)
         writer.add_figure(f"{stage}/{self.name}", fig, global_step=trainer.global_step, close=False)
@@ -283,8 +288,8 @@ class PRCurves(MetricCallback):
         trainer: Trainer,
         pl_module: LightningModule,
     ) -> None:
-        writer = tensorboard_writer(trainer)
-        if writer is None or not trainer.is_global_zero:
+        writer = rank_zero_writer(trainer)
+        if writer is None:
             return
         for name, raw in zip(class_names, pr_curve_counts(counts), strict=True):
             writer.add_pr_curve_raw(
