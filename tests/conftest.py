@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,3 +51,18 @@ def compose_cfg(tmp_path: Path) -> Compose:
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+def run_script(script: Path, *args: str, cwd: Path) -> None:
+    """Run a test helper script (e.g. a Lightning DDP launch) in a fresh interpreter; fail with
+    the tail of its stderr if it fails."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=cwd,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from .conftest import run_script
 
 SCRIPT = Path(__file__).parent / "ddp" / "validate.py"
 N, C = 1001, 5  # N is divisible by neither 2 nor 3
@@ -18,16 +17,7 @@ N, C = 1001, 5  # N is divisible by neither 2 nor 3
 
 def run(devices: int, thresholds: str, tmp_path: Path) -> dict:
     out = tmp_path / f"ddp_{devices}_{thresholds}.json"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(devices), str(out), str(N), str(C), thresholds],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_script(SCRIPT, str(devices), str(out), str(N), str(C), thresholds, cwd=tmp_path)
     return json.loads(out.read_text())
 
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +15,7 @@ from imblab.errors import ConfigError
 from imblab.samplers import ClassAwareSampler, RebalancingSampler, WeightedClassSampler
 from imblab.training import build_datamodule, train
 
-from .conftest import FAST
+from .conftest import FAST, run_script
 
 CONF = Path(__file__).parents[1] / "conf" / "sampler"
 COUNTS = [500, 200, 50, 10, 3]
@@ -243,16 +240,7 @@ def test_fast_dev_run_with_inverse_sampler(compose_cfg) -> None:
 
 def test_lightning_ddp_ranks_get_disjoint_shares(tmp_path: Path) -> None:
     script = Path(__file__).parent / "ddp" / "sampler_shares.py"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(script), "2", str(tmp_path), "inverse"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_script(script, "2", str(tmp_path), "inverse", cwd=tmp_path)
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["world_size"] == 2
     assert result["errors"] == []
