@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 import pytest
 from lightning.pytorch import Trainer
 from omegaconf import OmegaConf
@@ -12,6 +11,7 @@ from omegaconf import OmegaConf
 from imblab.config import instantiate_callbacks, validate
 from imblab.errors import ConfigError
 from imblab.metrics.callbacks import MetricCallback
+from imblab.training import build_trainer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -82,7 +82,7 @@ def test_metric_callbacks_instantiate_and_plugins_add_on(compose_cfg) -> None:
 def test_trainer_and_callbacks_instantiate(compose_cfg) -> None:
     cfg = compose_cfg("trainer=cpu")
     callbacks = instantiate_callbacks(cfg.callbacks, "callbacks")
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=False)
+    trainer = build_trainer(cfg, callbacks=callbacks, logger=False)
     assert isinstance(trainer, Trainer)
 
 

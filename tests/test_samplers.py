@@ -12,7 +12,14 @@ import torch
 
 from imblab.config import instantiate
 from imblab.errors import ConfigError
-from imblab.samplers import ClassAwareSampler, RebalancingSampler, WeightedClassSampler
+from imblab.samplers import (
+    ClassAwareSampler,
+    EpochSampler,
+    RebalancingSampler,
+    SequentialShard,
+    ShuffleSampler,
+    WeightedClassSampler,
+)
 from imblab.training import build_datamodule, train
 
 from .conftest import FAST, run_script
@@ -220,7 +227,8 @@ def test_default_is_no_sampler(compose_cfg) -> None:
     cfg = compose_cfg(*FAST)
     assert not cfg.sampler
     dm = build_datamodule(cfg)
-    assert isinstance(dm.train_dataloader().sampler, torch.utils.data.RandomSampler)
+    s = dm.train_dataloader().sampler
+    assert isinstance(s, ShuffleSampler) and s.seed == dm.seed
 
 
 def test_datamodule_resamples_only_the_training_split(compose_cfg) -> None:
@@ -230,7 +238,7 @@ def test_datamodule_resamples_only_the_training_split(compose_cfg) -> None:
     assert s.class_counts.tolist() == dm.train_counts
     assert len(s) == 333 and s.seed == dm.seed
     for loader in (dm.val_dataloader(), dm.test_dataloader()):
-        assert isinstance(loader.sampler, torch.utils.data.SequentialSampler)
+        assert isinstance(loader.sampler, SequentialShard)
 
 
 def test_fast_dev_run_with_inverse_sampler(compose_cfg) -> None:
@@ -247,3 +255,40 @@ def test_lightning_ddp_ranks_get_disjoint_shares(tmp_path: Path) -> None:
     assert result["share_len"] == 125
     seen = [json.loads((tmp_path / f"rank{r}.json").read_text())["seen"] for r in (0, 1)]
     assert len(seen[0]["0"]) == len(seen[1]["0"]) == 125
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("n", [1, 10, 101])
+def test_shuffle_sampler_covers_every_item_each_epoch(world: int, n: int) -> None:
+    shares = []
+    for rank in range(world):
+        s = ShuffleSampler(n, seed=4, num_replicas=world, rank=rank)
+        s.set_epoch(2)
+        shares.append(list(s))
+        assert len(s) == len(shares[-1]) == math.ceil(n / world)
+    draw = [shares[r][i] for i in range(len(shares[0])) for r in range(world)]
+    # a permutation of all n items, then its own start again as padding
+    assert sorted(draw[:n]) == list(range(n)) and draw[n:] == draw[: len(draw) - n]
+    s = ShuffleSampler(n, seed=4)
+    epochs = []
+    for epoch in range(3):
+        s.set_epoch(epoch)
+        epochs.append(list(s))
+    assert epochs[0] != epochs[1] or n == 1
+    s.set_epoch(0)
+    assert list(s) == epochs[0]
+    assert ShuffleSampler(n, seed=5).indices().tolist() != epochs[0] or n == 1
+
+
+@pytest.mark.parametrize("kind", [*KINDS, "shuffle"])
+def test_device_indices_are_the_share_as_a_tensor(kind: str) -> None:
+    labels = make_labels()
+    s: EpochSampler = (
+        ShuffleSampler(len(labels), seed=3, num_replicas=3, rank=2)
+        if kind == "shuffle"
+        else sampler(kind, labels, seed=3, num_replicas=3, rank=2)
+    )
+    s.set_epoch(1)
+    indices = s.indices(torch.device("cpu"))
+    assert indices.dtype == torch.int64 and indices.tolist() == list(s)
+    assert indices.tolist() == s.global_draw().tolist()[2::3]

@@ -4,6 +4,7 @@ resuming, reproducibility, and the command line's handling of bad values."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from imblab.training import train
+from imblab.training import train, trainer_overrides
 
 from .conftest import FAST
 
@@ -160,5 +161,38 @@ def test_every_loss_trains_with_the_training_class_counts(compose_cfg, loss: str
     if loss == "ldam":
         overrides.append("loss.drw_epoch=0")  # deferred re-weighting on from the start
     metrics = train(compose_cfg(*overrides))
-    assert math.isfinite(metrics["train/loss_step"])
+    assert math.isfinite(metrics["train/loss_epoch"])
     assert 0.0 <= metrics["val/f1_macro"] <= 1.0
+
+
+def test_deterministic_cpu_run(compose_cfg) -> None:
+    metrics = train(compose_cfg(*FAST, "trainer.deterministic=true", "debug=fdr"))
+    assert "test/f1_macro" in metrics
+
+
+def test_compile_failure_falls_back_to_eager_with_a_message(
+    compose_cfg, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def cannot_compile(fn: object) -> object:
+        def compiled(*args: object) -> None:
+            raise RuntimeError("no C++ compiler found\nlong traceback")
+
+        return compiled
+
+    monkeypatch.setattr("torch.compile", cannot_compile)
+    with caplog.at_level(logging.WARNING, logger="imblab"):
+        metrics = train(compose_cfg(*FAST, "model.compile=true", "debug=fdr"))
+    messages = [r.getMessage() for r in caplog.records if "torch.compile" in r.getMessage()]
+    assert messages == [
+        "model.compile=true: torch.compile could not compile the backbone (RuntimeError: no C++ "
+        "compiler found); running it eagerly instead (set model.compile=false to skip the attempt)"
+    ]
+    assert "test/f1_macro" in metrics
+
+
+def test_precision_auto_is_32_bit_without_cuda(compose_cfg) -> None:
+    cfg = compose_cfg(*FAST)
+    assert cfg.trainer.precision == "auto" and cfg.trainer.benchmark is None
+    assert trainer_overrides(cfg.trainer) == {"precision": "32-true", "benchmark": False}
+    cfg = compose_cfg(*FAST, "trainer.precision=bf16-mixed", "trainer.benchmark=true")
+    assert trainer_overrides(cfg.trainer) == {}

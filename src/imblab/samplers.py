@@ -1,15 +1,24 @@
-"""Class-rebalancing training samplers, selected with the ``sampler=NAME`` config group.
+"""Index samplers: the epoch's shuffle, class-rebalancing draws (the ``sampler=NAME`` config
+group) and the in-order evaluation shard.
 
-Both samplers draw *with replacement* from the training split only (validation and test are
-never resampled) and subclass :class:`torch.utils.data.DistributedSampler`, so Lightning leaves
-them in place under DDP (``_requires_distributed_sampler``) and calls :meth:`set_epoch` on them
-every epoch.
+Every sampler makes its indices as one tensor on the device that holds the data
+(:meth:`EpochSampler.indices`; on a GPU no index ever crosses to the host) and is also an
+ordinary iterable of ints for a :class:`torch.utils.data.DataLoader`. Training samplers
+subclass :class:`torch.utils.data.DistributedSampler`, so Lightning leaves them in place under
+DDP and calls :meth:`set_epoch` on them every epoch.
 
-One epoch is one *global* draw of ``total_size = ceil(num_samples / num_replicas) *
-num_replicas`` indices from a generator seeded with ``seed + epoch`` (DistributedSampler's
-convention). Every process makes the same global draw and rank ``r`` takes ``draw[r::world]``:
-the ranks get disjoint shares of one globally seeded draw, of equal length
-``total_size // num_replicas``.
+One training epoch is one *global* draw of ``total_size = ceil(num_samples / num_replicas) *
+num_replicas`` indices from a generator on the data's device seeded with ``seed + epoch``
+(DistributedSampler's convention). Every process makes the same global draw and rank ``r`` takes
+``draw[r::world]``: the ranks get disjoint shares of one globally seeded draw, of equal length
+``total_size // num_replicas``. (A CUDA generator draws other numbers than a CPU one with the
+same seed: a run is reproducible on the same kind of device.)
+
+- :class:`ShuffleSampler`: a fresh permutation each epoch, padded by its own start to
+  ``total_size`` (DistributedSampler's padding); the default without ``sampler=``.
+
+Rebalancing samplers draw *with replacement* from the training split only (validation and test
+are never resampled):
 
 - :class:`WeightedClassSampler`: per-sample weight ``w_{y_i}`` from per-class training counts
   ``n_c`` (``scheme``: ``inverse`` ``1/n_c``, ``sqrt`` ``1/sqrt(n_c)``, ``effective``
@@ -26,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -36,7 +45,15 @@ from torch.utils.data import DistributedSampler
 from imblab.errors import ConfigError
 from imblab.losses import effective_number_weights
 
-__all__ = ["SCHEMES", "ClassAwareSampler", "RebalancingSampler", "WeightedClassSampler"]
+__all__ = [
+    "SCHEMES",
+    "ClassAwareSampler",
+    "EpochSampler",
+    "RebalancingSampler",
+    "SequentialShard",
+    "ShuffleSampler",
+    "WeightedClassSampler",
+]
 
 SCHEMES: tuple[str, ...] = ("inverse", "sqrt", "effective")
 
@@ -59,21 +76,126 @@ def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
     return num_replicas, rank
 
 
-class RebalancingSampler(DistributedSampler[int]):
-    """Base class: labels, class counts, seeding and the rank's share of the global draw.
+class IndexSampler(Protocol):
+    """What :class:`imblab.data.tensors.TensorBatches` draws its batches with."""
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def indices(self, device: torch.device) -> Tensor:
+        """This process's indices of the current epoch, as one int64 tensor on ``device``."""
+        ...
+
+    def __len__(self) -> int: ...
+
+
+class EpochSampler(DistributedSampler[int]):
+    """Base class: one global draw per epoch, seeded with ``seed + epoch``; rank ``r`` takes
+    ``draw[r::num_replicas]``.
 
     Args:
-        labels: 1-d integer tensor of the training labels (``0 .. num_classes - 1``).
+        size: number of items to index (``0 .. size - 1``).
         seed: base seed; epoch ``e`` draws from a generator seeded with ``seed + e``.
-        num_samples: global epoch length (draws over all ranks); ``None`` = ``len(labels)``.
-        num_classes: number of classes (a class of the range without samples is an error);
-            ``None`` = ``labels.max() + 1``.
+        num_samples: global epoch length (draws over all ranks); ``None`` = ``size``.
         num_replicas: number of processes; ``None`` = the torch.distributed world size, or 1.
         rank: this process's rank; ``None`` = the torch.distributed rank, or 0.
 
-    Attributes (after construction): ``class_counts`` (C,), ``epoch_length`` (the global
-    ``num_samples``), ``num_samples`` (this rank's share, as in DistributedSampler),
-    ``total_size`` (global draw length, a multiple of ``num_replicas``).
+    Attributes: ``epoch_length`` (the global ``num_samples``), ``num_samples`` (this rank's
+    share, as in DistributedSampler), ``total_size`` (global draw length, a multiple of
+    ``num_replicas``).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        seed: int = 0,
+        num_samples: int | None = None,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        if num_samples is not None and (
+            isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1
+        ):
+            raise _fail(
+                "num_samples",
+                num_samples,
+                "must be an integer >= 1 or null",
+                "set sampler.num_samples to the draws per epoch, or null for the training "
+                "split's length",
+            )
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise _fail("seed", seed, "must be an integer", "set seed=<int>")
+        num_replicas, rank = _world(num_replicas, rank)
+        # the base class only needs len(dataset)
+        super().__init__(
+            range(size),  # type: ignore[arg-type]
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=True,
+            seed=seed,
+            drop_last=False,
+        )
+        self.size = size
+        self.epoch_length = size if num_samples is None else num_samples
+        self.num_samples = math.ceil(self.epoch_length / self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+
+    def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
+        """The generator of this epoch's global draw (the same on every rank)."""
+        return torch.Generator(device=device).manual_seed(self.seed + self.epoch)
+
+    def global_draw(self, device: torch.device | str = "cpu") -> Tensor:
+        """This epoch's global draw: ``total_size`` indices on ``device``, the same on every
+        rank."""
+        raise NotImplementedError
+
+    def indices(self, device: torch.device | str = "cpu") -> Tensor:
+        """This rank's share ``global_draw(device)[rank::num_replicas]``."""
+        return self.global_draw(device)[self.rank :: self.num_replicas]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices().tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class ShuffleSampler(EpochSampler):
+    """Each epoch a permutation of ``0 .. size - 1``, repeated from its start up to
+    ``total_size`` (so every rank gets the same number of batches), without replacement.
+
+    Args: ``size``, ``seed``, ``num_replicas``, ``rank``: see :class:`EpochSampler`.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        if size < 1:
+            raise ValueError("ShuffleSampler needs at least one item")
+        super().__init__(size, seed=seed, num_replicas=num_replicas, rank=rank)
+
+    def global_draw(self, device: torch.device | str = "cpu") -> Tensor:
+        perm = torch.randperm(self.size, device=device, generator=self.generator(device))
+        repeats = math.ceil(self.total_size / self.size)
+        return perm.repeat(repeats)[: self.total_size] if repeats > 1 else perm
+
+
+class RebalancingSampler(EpochSampler):
+    """Base class of the rebalancing samplers: labels and class counts.
+
+    Args:
+        labels: 1-d integer tensor of the training labels (``0 .. num_classes - 1``).
+        seed, num_samples, num_replicas, rank: see :class:`EpochSampler`.
+        num_classes: number of classes (a class of the range without samples is an error);
+            ``None`` = ``labels.max() + 1``.
+
+    Attributes (after construction): ``class_counts`` (C,), and those of
+    :class:`EpochSampler`.
     """
 
     def __init__(
@@ -97,18 +219,6 @@ class RebalancingSampler(DistributedSampler[int]):
         labels = labels.long().cpu()
         if int(labels.min()) < 0:
             raise _fail("labels", int(labels.min()), "negative class label", "use labels 0..C-1")
-        if num_samples is not None and (
-            isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1
-        ):
-            raise _fail(
-                "num_samples",
-                num_samples,
-                "must be an integer >= 1 or null",
-                "set sampler.num_samples to the draws per epoch, or null for the training "
-                "split's length",
-            )
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise _fail("seed", seed, "must be an integer", "set seed=<int>")
         top = int(labels.max()) + 1
         if num_classes is None:
             num_classes = top
@@ -119,21 +229,16 @@ class RebalancingSampler(DistributedSampler[int]):
                 f"label outside 0..{num_classes - 1}",
                 "pass num_classes covering all labels",
             )
-        num_replicas, rank = _world(num_replicas, rank)
-        # the base class only needs len(dataset); labels have it
         super().__init__(
-            labels,  # type: ignore[arg-type]
+            len(labels),
+            seed=seed,
+            num_samples=num_samples,
             num_replicas=num_replicas,
             rank=rank,
-            shuffle=True,
-            seed=seed,
-            drop_last=False,
         )
         self.labels = labels
         self.class_counts = torch.bincount(labels, minlength=num_classes)
-        self.epoch_length = len(labels) if num_samples is None else num_samples
-        self.num_samples = math.ceil(self.epoch_length / self.num_replicas)
-        self.total_size = self.num_samples * self.num_replicas
+        self._on_device: dict[torch.device, dict[str, Tensor]] = {}
 
     def _check_no_empty_class(self, key: str, value: Any) -> None:
         empty = [c for c, n in enumerate(self.class_counts.tolist()) if n == 0]
@@ -147,19 +252,12 @@ class RebalancingSampler(DistributedSampler[int]):
                 "use sampler=none, or change data.* so every class keeps training samples",
             )
 
-    def generator(self) -> torch.Generator:
-        """The generator of this epoch's global draw (the same on every rank)."""
-        return torch.Generator().manual_seed(self.seed + self.epoch)
-
-    def global_draw(self) -> Tensor:
-        """This epoch's global draw: ``total_size`` dataset indices, the same on every rank."""
-        raise NotImplementedError
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.global_draw()[self.rank :: self.num_replicas].tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples
+    def _tables(self, device: torch.device | str, **tables: Tensor) -> dict[str, Tensor]:
+        """``tables`` copied to ``device`` once and kept (the draw's lookup tensors)."""
+        device = torch.device(device)
+        if device not in self._on_device:
+            self._on_device[device] = {k: v.to(device) for k, v in tables.items()}
+        return self._on_device[device]
 
 
 class WeightedClassSampler(RebalancingSampler):
@@ -226,9 +324,10 @@ class WeightedClassSampler(RebalancingSampler):
         p = self.class_counts.to(torch.float64) * self.class_weights
         return p / p.sum()
 
-    def global_draw(self) -> Tensor:
+    def global_draw(self, device: torch.device | str = "cpu") -> Tensor:
+        weights = self._tables(device, weights=self.weights)["weights"]
         return torch.multinomial(
-            self.weights, self.total_size, replacement=True, generator=self.generator()
+            weights, self.total_size, replacement=True, generator=self.generator(device)
         )
 
 
@@ -263,10 +362,39 @@ class ClassAwareSampler(RebalancingSampler):
         self.by_class = torch.argsort(self.labels, stable=True)
         self.starts = torch.cumsum(self.class_counts, 0) - self.class_counts
 
-    def global_draw(self) -> Tensor:
-        g = self.generator()
-        classes = torch.randint(len(self.class_counts), (self.total_size,), generator=g)
-        n = self.class_counts[classes]
-        u = torch.rand(self.total_size, dtype=torch.float64, generator=g)
+    def global_draw(self, device: torch.device | str = "cpu") -> Tensor:
+        t = self._tables(
+            device, counts=self.class_counts, by_class=self.by_class, starts=self.starts
+        )
+        g = self.generator(device)
+        size = (self.total_size,)
+        classes = torch.randint(len(self.class_counts), size, device=device, generator=g)
+        n = t["counts"][classes]
+        u = torch.rand(size, dtype=torch.float64, device=device, generator=g)
         member = torch.minimum((u * n).long(), n - 1)  # uniform in 0..n_c-1
-        return self.by_class[self.starts[classes] + member]
+        return t["by_class"][t["starts"][classes] + member]
+
+
+class SequentialShard:
+    """Evaluation order: rank ``r`` gets ``r, r + num_replicas, ...`` of ``0 .. size - 1``,
+    without padding, so evaluation over all ranks sees each item exactly once.
+
+    Args: ``size``, ``num_replicas``, ``rank``: see :class:`EpochSampler`.
+    """
+
+    def __init__(self, size: int, num_replicas: int | None = None, rank: int | None = None) -> None:
+        self.size = size
+        self.num_replicas, self.rank = _world(num_replicas, rank)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The order is the same every epoch."""
+
+    def indices(self, device: torch.device | str = "cpu") -> Tensor:
+        start = min(self.rank, self.size)  # arange rejects start > end
+        return torch.arange(start, self.size, self.num_replicas, device=device)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.size, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.size, self.num_replicas))

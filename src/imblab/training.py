@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
@@ -62,6 +63,29 @@ def build_model(cfg: DictConfig, datamodule: Any) -> LightningModule:
     return model
 
 
+def trainer_overrides(trainer_cfg: DictConfig) -> dict[str, Any]:
+    """Resolve imblab's ``trainer.precision: auto`` and ``trainer.benchmark: null`` for the
+    device the run trains on. On a CUDA GPU: ``bf16-mixed`` (``16-mixed`` where the GPU has no
+    bf16) and ``cudnn.benchmark`` on unless ``deterministic``; elsewhere ``32-true`` and off.
+    An explicit value is kept."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    out: dict[str, Any] = {}
+    if trainer_cfg.get("precision") == "auto":
+        bf16 = cuda and torch.cuda.is_bf16_supported()
+        out["precision"] = "bf16-mixed" if bf16 else "16-mixed" if cuda else "32-true"
+    if trainer_cfg.get("benchmark") is None:
+        out["benchmark"] = cuda and not trainer_cfg.get("deterministic")
+    return out
+
+
+def build_trainer(cfg: DictConfig, **kwargs: Any) -> Trainer:
+    """The Trainer of ``cfg.trainer`` (with :func:`trainer_overrides` resolved) and ``kwargs``
+    (callbacks, logger, ...)."""
+    trainer: Trainer = instantiate(cfg.trainer, **trainer_overrides(cfg.trainer), **kwargs)
+    return trainer
+
+
 def resume_path(cfg: DictConfig) -> str | None:
     """``ckpt_path`` if given, else the run dir's ``last.ckpt`` when an earlier run left one."""
     if cfg.ckpt_path:
@@ -111,7 +135,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     if not loggers:  # nothing to show learning rates in
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers)
     log_hparams(trainer, cfg, datamodule)
     output_dir = Path(cfg.paths.output_dir)
     if trainer.is_global_zero:
@@ -127,6 +151,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update(scalar_metrics(trainer))
     if trainer.is_global_zero:
+        headline = {k: v for k, v in sorted(metrics.items()) if k.count("/") == 1}
+        log.info("final: %s", ", ".join(f"{k}={v:.4f}" for k, v in headline.items()))
         write_metrics(output_dir / "metrics.json", metrics, cfg, best, datamodule)
     return metrics
 

@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader
 
-from imblab.data.datamodule import MNISTDataModule, random_translate
-from imblab.data.tensors import BatchTensorDataset, UnpaddedDistributedSampler
+from imblab.data.datamodule import MNISTDataModule, random_hflip, random_translate
+from imblab.data.tensors import TensorBatches
 from imblab.errors import ConfigError
+from imblab.samplers import SequentialShard, ShuffleSampler
 
 SAMPLE_PER_CLASS = 500
 
@@ -38,9 +38,9 @@ def sample_dm(tmp_path: Path) -> MNISTDataModule:
     return dm
 
 
-def dataset_of(loader: DataLoader) -> BatchTensorDataset:
-    assert isinstance(loader.dataset, BatchTensorDataset)
-    return loader.dataset
+def dataset_of(loader: object) -> TensorBatches:
+    assert isinstance(loader, TensorBatches)
+    return loader
 
 
 def image_keys(images: torch.Tensor) -> set[bytes]:
@@ -76,7 +76,8 @@ def image_keys(images: torch.Tensor) -> set[bytes]:
         ({"sample_test_per_class": 0}, "sample_test_per_class"),
         ({"batch_size": 0}, "batch_size"),
         ({"eval_batch_size": 2.5}, "eval_batch_size"),
-        ({"num_workers": -1}, "num_workers"),
+        ({"on_device": "yes"}, "on_device"),
+        ({"augment_hflip": 1}, "augment_hflip"),
         ({"seed": True}, "seed"),
         ({"mirrors": "http://x/"}, "mirrors"),
         ({"mirrors": ["ftp://x/"]}, "mirrors"),
@@ -126,7 +127,7 @@ def test_end_to_end_on_sample(sample_dm: MNISTDataModule) -> None:
             seen += len(x)
             labels.append(y)
         counts = getattr(dm, f"{name}_counts")
-        assert seen == sum(counts) == len(dataset_of(loader))
+        assert seen == sum(counts) == len(dataset_of(loader).labels)
         assert torch.bincount(torch.cat(labels), minlength=10).tolist() == counts
         keys[name] = image_keys(dataset_of(loader).images)
         assert len(keys[name]) == seen
@@ -226,27 +227,60 @@ def test_sample_test_per_class_too_large(tmp_path: Path) -> None:
         dm.setup()
 
 
-def test_batches_use_getitems(sample_dm: MNISTDataModule, monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_single_items(self: BatchTensorDataset, index: int) -> None:
-        raise AssertionError("__getitem__ called: batches should use __getitems__")
+@pytest.mark.parametrize(("n", "batch"), [(1, 4), (10, 3), (12, 4), (100, 64)])
+def test_tensor_batches_follow_the_sampler_indices(n: int, batch: int) -> None:
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 2, 2).contiguous()
+    labels = torch.arange(n) % 3
+    sampler = ShuffleSampler(n, seed=3, num_replicas=2, rank=1)
+    sampler.set_epoch(5)
+    loader = TensorBatches(images, labels, batch, sampler)
+    batches = list(loader)
+    assert len(batches) == len(loader) == math.ceil(len(sampler) / batch)
+    assert [len(y) for _, y in batches[:-1]] == [batch] * (len(batches) - 1)
+    expected = list(sampler)
+    got = torch.cat([x[:, 0, 0, 0] for x, _ in batches]).long().tolist()
+    assert got == expected
+    assert torch.cat([y for _, y in batches]).tolist() == [i % 3 for i in expected]
+    assert loader.sampler is sampler  # Lightning calls loader.sampler.set_epoch
 
-    monkeypatch.setattr(BatchTensorDataset, "__getitem__", no_single_items)
-    x, _ = next(iter(sample_dm.train_dataloader()))
-    assert x.shape == (64, 1, 28, 28)
+
+def test_tensor_batches_reject_mismatched_tensors() -> None:
+    with pytest.raises(ValueError, match="3 images but 2 labels"):
+        TensorBatches(torch.zeros(3, 1, 2, 2), torch.zeros(2), 2, SequentialShard(3))
 
 
 @pytest.mark.parametrize("n", [1, 7, 10, 11, 100])
 @pytest.mark.parametrize("world", [2, 3])
-def test_unpadded_sampler_covers_each_index_once(n: int, world: int) -> None:
-    dataset = BatchTensorDataset(torch.zeros(n, 1, 28, 28), torch.zeros(n))
+def test_sequential_shard_covers_each_index_once(n: int, world: int) -> None:
     seen = []
     for rank in range(world):
-        sampler = UnpaddedDistributedSampler(dataset, num_replicas=world, rank=rank)
-        indices = list(sampler)
-        assert len(sampler) == len(indices)
-        assert indices == sorted(indices)
+        shard = SequentialShard(n, num_replicas=world, rank=rank)
+        indices = list(shard)
+        assert len(shard) == len(indices)
+        assert indices == sorted(indices) == shard.indices(torch.device("cpu")).tolist()
         seen += indices
     assert sorted(seen) == list(range(n))
+
+
+def test_random_hflip_mirrors_about_half() -> None:
+    x = torch.arange(400 * 6, dtype=torch.float32).view(400, 1, 2, 3)
+    out = random_hflip(x, generator=torch.Generator().manual_seed(0))
+    flipped = torch.tensor([torch.equal(o, i.flip(-1)) for o, i in zip(out, x, strict=True)])
+    kept = torch.tensor([torch.equal(o, i) for o, i in zip(out, x, strict=True)])
+    assert bool((flipped ^ kept).all())
+    assert 150 < int(flipped.sum()) < 250
+
+
+def test_hflip_only_when_enabled_and_training(tmp_path: Path) -> None:
+    dm = MNISTDataModule(str(tmp_path), source="sample", augment_translate=0, augment_hflip=True)
+    dm.setup()
+    x, _ = next(iter(dm.train_dataloader()))
+    plain = dm.transform(x, train=False)
+    torch.manual_seed(0)
+    out = dm.transform(x, train=True)
+    for o, p in zip(out, plain, strict=True):
+        assert torch.equal(o, p) or torch.equal(o, p.flip(-1))
+    assert not torch.equal(out, plain)
 
 
 def test_transform_normalises(sample_dm: MNISTDataModule) -> None:

@@ -16,7 +16,6 @@ import torch
 
 from imblab.data import mnist
 from imblab.data.datamodule import MNISTDataModule
-from imblab.data.tensors import BatchTensorDataset
 from imblab.errors import ConfigError
 from tests.data.conftest import TEST_PER_CLASS, TRAIN_PER_CLASS, Mirror
 
@@ -197,7 +196,6 @@ def test_sample_with_official_test_set(t10k_dir: Path) -> None:
     pool = [max(1, int(v)) for v in np.floor(500 * 10.0 ** (-np.arange(10) / 9))]
     assert [t + v for t, v in zip(dm.train_counts, dm.val_counts, strict=True)] == pool
     sample, _ = mnist.load_sample()
-    test = dm.test_dataloader().dataset
-    assert isinstance(test, BatchTensorDataset)
+    test = dm.test_dataloader()
     sample_bytes = {bytes(im.numpy()) for im in sample}
     assert not sample_bytes & {bytes(im.numpy()) for im in test.images}

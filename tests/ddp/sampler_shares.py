@@ -31,10 +31,10 @@ def recording(cls: type[RebalancingSampler]) -> type[RebalancingSampler]:
     class Recording(cls):  # type: ignore[valid-type,misc]
         seen: ClassVar[dict[int, list[int]]] = {}
 
-        def __iter__(self) -> Any:
-            indices = list(super().__iter__())
-            Recording.seen[self.epoch] = indices
-            return iter(indices)
+        def indices(self, device: Any = "cpu") -> torch.Tensor:
+            indices = super().indices(device)
+            Recording.seen[self.epoch] = indices.tolist()
+            return indices
 
     return Recording
 
@@ -84,7 +84,7 @@ class Check(Callback):
                 errors.append(f"epoch {epoch}: share lengths {[len(s) for s in shares]}")
             # the one global draw, rebuilt in a single process; rank r must hold draw[r::world]
             ref = self.sampler_cls(
-                dm.train_dataloader().dataset.labels,
+                dm.train_dataloader().labels,
                 seed=SEED,
                 num_samples=NUM_SAMPLES,
                 num_classes=dm.num_classes,

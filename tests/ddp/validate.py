@@ -14,15 +14,14 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from lightning.pytorch import LightningDataModule, Trainer
 from torch import nn
-from torch.utils.data import DataLoader, SequentialSampler
 
-from imblab.data.tensors import BatchTensorDataset, UnpaddedDistributedSampler, collate_batch
+from imblab.data.tensors import TensorBatches
 from imblab.metrics.callbacks import ClassificationScalars
 from imblab.metrics.mcc import MatthewsCorrCoef
 from imblab.models.classifier import Classifier
+from imblab.samplers import SequentialShard
 
 
 def synthetic(n: int, c: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,15 +39,10 @@ def synthetic(n: int, c: int) -> tuple[torch.Tensor, torch.Tensor]:
 class Logits(LightningDataModule):
     def __init__(self, n: int, c: int) -> None:
         super().__init__()
-        self.dataset = BatchTensorDataset(*synthetic(n, c))
+        self.logits, self.target = synthetic(n, c)
 
-    def val_dataloader(self) -> DataLoader:
-        sampler = (
-            UnpaddedDistributedSampler(self.dataset)
-            if dist.is_available() and dist.is_initialized()
-            else SequentialSampler(self.dataset)
-        )
-        return DataLoader(self.dataset, batch_size=64, sampler=sampler, collate_fn=collate_batch)
+    def val_dataloader(self) -> TensorBatches:
+        return TensorBatches(self.logits, self.target, 64, SequentialShard(len(self.target)))
 
 
 def main() -> None:

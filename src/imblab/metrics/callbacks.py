@@ -3,8 +3,9 @@
 Every callback reads ``pl_module.counts[stage]`` (a :class:`~imblab.metrics.counts.CountState`,
 updated once per batch by the model) at the end of each validation and test epoch. The state's
 ``compute()`` sums the counts across processes once and caches the result, so attaching more
-callbacks adds no count updates and no extra synchronisation. Scalars are logged on every rank
-(identical values, so the monitor works everywhere); figures are written by rank 0 only.
+callbacks adds no count updates and no extra synchronisation. Scalars are published on every
+rank (identical values, so the monitor works everywhere) with :func:`publish_scalars`; figures
+are written by rank 0 only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
@@ -58,6 +60,22 @@ def tensorboard_writer(trainer: Trainer) -> SummaryWriter | None:
 def rank_zero_writer(trainer: Trainer) -> SummaryWriter | None:
     """The TensorBoard writer on rank 0 (figures and curves are written once), else None."""
     return tensorboard_writer(trainer) if trainer.is_global_zero else None
+
+
+def publish_scalars(trainer: Trainer, values: dict[str, float]) -> None:
+    """Do for epoch-level ``values`` what ``LightningModule.log`` does, at a fraction of its
+    cost: put them into ``trainer.callback_metrics`` (read by checkpointing, early stopping and
+    ``metrics.json``) on every rank, and hand them to every logger on rank 0 at
+    ``trainer.global_step``. Only for values that are already identical on every process.
+
+    ``self.log`` costs ~0.6 ms per key in Lightning 2.6 (a torchmetrics object and a deep copy
+    per key): ~60 ms for the ~100 scalars of :func:`summarize`, four times a whole GPU
+    validation epoch over 10,000 MNIST images.
+    """
+    trainer.callback_metrics.update({k: torch.tensor(v) for k, v in values.items()})
+    if trainer.is_global_zero:
+        for logger in trainer.loggers:
+            logger.log_metrics(values, step=trainer.global_step)
 
 
 class MetricCallback(Callback):
@@ -121,7 +139,7 @@ class ScalarMetric(MetricCallback):
         pl_module: LightningModule,
     ) -> None:
         values = self.scalars(counts, class_names)
-        pl_module.log_dict({f"{stage}/{k}": float(v) for k, v in values.items()}, sync_dist=False)
+        publish_scalars(trainer, {f"{stage}/{k}": float(v) for k, v in values.items()})
 
 
 class ClassificationScalars(ScalarMetric):

@@ -394,7 +394,8 @@ class CountState(Metric):
         return keep
 
     def compute(self) -> Counts:
-        """The accumulated :class:`Counts` (copies; later updates do not change them)."""
+        """The accumulated :class:`Counts`, as copies on the CPU: one device-to-host copy per
+        epoch (the counts are small; every metric derived from them is CPU work)."""
         self._flush()
         first_bad = int(self.first_bad_batch)
         if first_bad != _NO_BAD_BATCH:
@@ -402,16 +403,20 @@ class CountState(Metric):
             raise self._bad_batch(
                 first_bad, f"preds contain NaN/Inf{negative}, or {self._target_problem()}"
             )
-        confmat = self.confmat.clone()
+        confmat = _cpu_copy(self.confmat)
         if self.binned:
-            return Counts(confmat, thresholds=self.thresholds.clone(), hist=self.hist.clone())
+            return Counts(confmat, thresholds=_cpu_copy(self.thresholds), hist=_cpu_copy(self.hist))
         if isinstance(self.scores, list) and not self.scores:  # no data on any process
-            scores = torch.zeros(0, self.num_classes, device=confmat.device)
-            target = torch.zeros(0, dtype=torch.int64, device=confmat.device)
+            scores = torch.zeros(0, self.num_classes)
+            target = torch.zeros(0, dtype=torch.int64)
         else:  # a list here, one tensor after a cross-process sync
-            scores = dim_zero_cat(self.scores).reshape(-1, self.num_classes)
-            target = dim_zero_cat(self.target).to(torch.int64)
+            scores = _cpu_copy(dim_zero_cat(self.scores).reshape(-1, self.num_classes))
+            target = _cpu_copy(dim_zero_cat(self.target).to(torch.int64))
         if self.ignore_index is not None:
             keep = target != self.ignore_index
             scores, target = scores[keep], target[keep]
         return Counts(confmat, scores=scores, target=target)
+
+
+def _cpu_copy(t: Tensor) -> Tensor:
+    return t.to("cpu", copy=True)

@@ -6,6 +6,14 @@ import torch
 from torch import nn
 
 
+class GlobalAvgPool(nn.Module):
+    """(B, C, H, W) -> (B, C): the mean over H and W. Unlike ``AdaptiveAvgPool2d(1)`` its
+    backward is deterministic on CUDA (``trainer.deterministic=true``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
 class SmallCNN(nn.Module):
     """Four 3x3 conv layers (BN + ReLU), two max-pools, global average pooling, linear head.
 
@@ -29,8 +37,7 @@ class SmallCNN(nn.Module):
             *block(w, 2 * w),
             *block(2 * w, 2 * w),
             nn.MaxPool2d(2),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
+            GlobalAvgPool(),
         )
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * w, num_classes))
 
