@@ -112,6 +112,7 @@ class Probe(Callback):
         loader = trainer.train_dataloader
         self.seen["resident"] = (loader.images.device.type, loader.images.dtype)  # type: ignore[union-attr]
         self.seen["precision"] = trainer.precision
+        self.seen["channels_last"] = pl_module.channels_last  # type: ignore[attr-defined]
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.seen["counts"] = pl_module.counts["val"].confmat.device.type  # type: ignore[index]
@@ -130,7 +131,7 @@ def test_gpu_training_end_to_end(compose_cfg, tmp_path: Path, sampler: str, monk
     assert probe.seen["batch"] == ("cuda", torch.float32, "cuda")
     assert probe.seen["resident"] == ("cuda", torch.uint8) and probe.seen["counts"] == "cuda"
     expected = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    assert probe.seen["precision"] == expected
+    assert probe.seen["precision"] == expected and probe.seen["channels_last"] is True
     assert 0 <= metrics["test/f1_macro"] <= 1 and math.isfinite(metrics["train/loss_epoch"])
     assert (tmp_path / "metrics.json").is_file()
 

@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from imblab.training import train, trainer_overrides
+from imblab.errors import ConfigError
+from imblab.training import build_datamodule, build_model, train, trainer_overrides
 
 from .conftest import FAST
 
@@ -196,3 +198,18 @@ def test_precision_auto_is_32_bit_without_cuda(compose_cfg) -> None:
     assert trainer_overrides(cfg.trainer) == {"precision": "32-true", "benchmark": False}
     cfg = compose_cfg(*FAST, "trainer.precision=bf16-mixed", "trainer.benchmark=true")
     assert trainer_overrides(cfg.trainer) == {}
+
+
+def test_channels_last_auto_follows_the_device(compose_cfg) -> None:
+    cfg = compose_cfg(*FAST)
+    assert cfg.model.channels_last == "auto" and cfg.model.optimizer.fused is True
+    model = build_model(cfg, build_datamodule(cfg))
+    model.configure_model()  # no trainer: the parameters' device, the CPU
+    assert model.channels_last is False
+    forced = build_model(compose_cfg(*FAST, "model.channels_last=true"), build_datamodule(cfg))
+    forced.configure_model()
+    assert forced.channels_last is True
+    weight = forced.backbone.features[0].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ConfigError, match=r"^model\.channels_last='yes': "):
+        build_model(compose_cfg(*FAST, "model.channels_last=yes"), build_datamodule(cfg))

@@ -3,15 +3,16 @@ of the metric callbacks on a validation epoch.
 
 Both training paths run in this one process on the same device, on the same 60,000
 MNIST-shaped images (the bundled 5,000 real digits, tiled), with the same batch size (512),
-model config (fresh init, same seed), optimizer, precision (``trainer.precision=auto``: bf16
-autocast on a GPU with bf16), memory format, uint8 data resident on the device, batches drawn by
+model config (fresh init, same seed), optimizer (fused AdamW), precision
+(``trainer.precision=auto``: bf16 autocast on a GPU with bf16), memory format
+(``model.channels_last=auto``: NHWC on a GPU), uint8 data resident on the device, batches drawn by
 index on the device and the same on-device normalisation and augmentation
 (``MNISTDataModule.transform``). The imblab path is the real one: the composed Hydra config, the
 Lightning Trainer, the default callbacks (checkpointing included), the metric callbacks and the
 TensorBoard logger. Validation is switched off while training is timed.
 
-    python tests/benchmarks/bench_train.py [--epochs 4] [--device cuda] [--channels-last]
-        [--compile] [--train-images 60000]
+    python tests/benchmarks/bench_train.py [--epochs 4] [--device cuda] [--train-images 60000]
+        [--override model.compile=true --override model.channels_last=false ...]
     pytest -m benchmark tests/benchmarks/bench_train.py -s      # CPU smoke run, 5,000 images
 
 It prints images/s and seconds per epoch of both paths and their ratio (targets on an
@@ -27,7 +28,7 @@ import argparse
 import contextlib
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,7 @@ def write_data(data_dir: Path, train_images: int) -> None:
         mnist.write_idx(data_dir / labels, np.tile(y.numpy().astype(np.uint8), reps))
 
 
-def config(out: Path, device: str, epochs: int, channels_last: bool, compile: bool) -> DictConfig:
+def config(out: Path, device: str, epochs: int, overrides: Sequence[str] = ()) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="imblab.conf", version_base="1.3"):
         cfg = compose(
@@ -78,8 +79,7 @@ def config(out: Path, device: str, epochs: int, channels_last: bool, compile: bo
                 "callbacks.model_checkpoint.monitor=null",
                 f"trainer.accelerator={device}",
                 f"trainer.max_epochs={epochs}",
-                f"model.channels_last={str(channels_last).lower()}",
-                f"model.compile={str(compile).lower()}",
+                *overrides,
             ],
         )
     with open_dict(cfg):
@@ -159,7 +159,7 @@ def bare_train(cfg: DictConfig, epochs: int, device: torch.device) -> float:
     torch.manual_seed(0)
     dm = build_datamodule(cfg)
     model = build_model(cfg, dm).to(device)
-    model.configure_model()  # torch.compile when model.compile=true
+    model.configure_model()  # as the Trainer does: channels_last=auto, model.compile
     model.train()
     optimizer = model.optimizer_factory(model.parameters())
     scheduler = model.scheduler_factory(optimizer)
@@ -241,15 +241,14 @@ def run(
     epochs: int,
     device_name: str,
     rounds: int = 2,
-    channels_last: bool = False,
-    compile: bool = False,
     repeats: int = 5,
     train_images: int = TRAIN_IMAGES,
+    overrides: Sequence[str] = (),
 ) -> dict[str, float]:
     device = torch.device(device_name)
     n = train_images
     with data_dir(train_images) as tmp:
-        cfg = config(tmp, device_name, epochs, channels_last, compile)
+        cfg = config(tmp, device_name, epochs, overrides)
         # alternate the two paths and keep each one's best round, so a busy moment on the
         # machine does not decide the ratio
         bare, framework = float("inf"), float("inf")
@@ -263,7 +262,10 @@ def run(
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
         f"device: {device_name} ({gpu}), torch {torch.__version__}, precision {precision}, "
-        f"channels_last {channels_last}, compile {compile}, {torch.get_num_threads()} CPU "
+        f"model.channels_last {cfg.model.channels_last}, model.optimizer.fused "
+        f"{cfg.model.optimizer.get('fused')}, model.compile {cfg.model.compile}, overrides "
+        f"{list(overrides)}, "
+        f"{torch.get_num_threads()} CPU "
         f"threads, batch {BATCH}, {n} training images, {epochs} epochs (first is "
         f"warm-up), best of {rounds} rounds"
     )
@@ -301,18 +303,18 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="validation epochs timed")
-    parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--compile", action="store_true")
     parser.add_argument("--train-images", type=int, default=TRAIN_IMAGES, help="multiple of 5000")
+    parser.add_argument(
+        "--override", action="append", default=[], help="extra Hydra override for both paths"
+    )
     args = parser.parse_args()
     run(
         args.epochs,
         args.device,
         args.rounds,
-        args.channels_last,
-        args.compile,
         args.repeats,
         args.train_images,
+        args.override,
     )
 
 

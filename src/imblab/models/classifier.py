@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import torch
 from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import Metric
 
+from imblab.errors import ConfigError
 from imblab.metrics.counts import CountState
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class Classifier(LightningModule):
         scheduler: SchedulerFactory | None = None,
         loss: nn.Module | None = None,
         counts: Mapping[str, Any] | None = None,
-        channels_last: bool = False,
+        channels_last: bool | Literal["auto"] = "auto",
         compile: bool = False,
     ) -> None:
         super().__init__()
@@ -80,7 +81,13 @@ class Classifier(LightningModule):
         )
         self.num_classes = num_classes
         self.class_names = list(class_names)
-        self.channels_last = channels_last
+        if channels_last not in (True, False, "auto"):
+            raise ConfigError(
+                f"model.channels_last={channels_last!r}: not true, false or auto; use auto "
+                "(channels_last on CUDA devices) or true/false"
+            )
+        self.channels_last_option = channels_last
+        self.channels_last = channels_last is True
         self.compile_backbone = compile
         self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._compile_checked = False
@@ -91,12 +98,22 @@ class Classifier(LightningModule):
         self.eval_loss = nn.ModuleDict({s: MeanLoss() for s in EVAL_STAGES})
         self.train_means = nn.ModuleDict({"loss": MeanLoss(), "accuracy": MeanLoss()})
         self.ignore_index = ignore_index
-        if channels_last:
-            self.backbone = self.backbone.to(memory_format=torch.channels_last)
 
     def configure_model(self) -> None:
-        """With ``compile``: compile the backbone's forward (parameter names unchanged, so
-        checkpoints load with or without it)."""
+        """Resolve ``channels_last="auto"`` for the device the model runs on (on for CUDA, where
+        cuDNN's NHWC kernels are faster; off elsewhere) and convert the backbone; with
+        ``compile``: compile the backbone's forward (parameter names unchanged, so checkpoints
+        load with or without it)."""
+        if self.channels_last_option == "auto":
+            trainer = self._trainer
+            device = (
+                trainer.strategy.root_device
+                if trainer is not None
+                else next(self.parameters()).device
+            )
+            self.channels_last = device.type == "cuda"
+        if self.channels_last:
+            self.backbone = self.backbone.to(memory_format=torch.channels_last)
         if self.compile_backbone and self._compiled is None and not self._compile_failed:
             self._compiled = torch.compile(self.backbone.forward)
             self._compile_checked = False
