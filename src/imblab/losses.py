@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from imblab.errors import ConfigError
+from imblab.errors import ConfigError, config_error
 
 __all__ = [
     "LDAM",
@@ -36,6 +36,7 @@ __all__ = [
     "ImbalanceLoss",
     "LogitAdjusted",
     "WeightedCrossEntropy",
+    "check_effective_beta",
     "effective_number_weights",
     "inverse_frequency_weights",
 ]
@@ -44,9 +45,8 @@ DEFAULT_IGNORE_INDEX = -100
 
 
 def _fail(key: str, value: Any, what: str, fix: str) -> ConfigError:
-    """Build the one-line ``loss.<key>=<value>: <what>; <fix>`` error."""
-    shown = " ".join(repr(value).split())  # keep the message on one line
-    return ConfigError(f"loss.{key}={shown}: {what}; {fix}")
+    """The one-line ``loss.<key>=<value>: <what>; <fix>`` error."""
+    return config_error(f"loss.{key}", value, what, fix)
 
 
 def _as_list(key: str, value: Any) -> list[float]:
@@ -71,13 +71,15 @@ def _as_list(key: str, value: Any) -> list[float]:
     return out
 
 
-def _check_beta(key: str, beta: float) -> float:
+def check_effective_beta(key: str, beta: float) -> float:
+    """The effective-number ``beta`` (Cui et al. 2019) as a float in [0, 1), else the one-line
+    ConfigError for config key ``key`` (e.g. ``loss.beta``, ``sampler.beta``)."""
     if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0.0 <= beta < 1.0:
-        raise _fail(
+        raise config_error(
             key,
             beta,
             "must be in [0, 1)",
-            f"set loss.{key} to e.g. 0.9999 (Cui et al. 2019; closer to 1 = closer to 1/n_c)",
+            f"set {key} to e.g. 0.9999 (Cui et al. 2019; closer to 1 = closer to 1/n_c)",
         )
     return float(beta)
 
@@ -304,7 +306,7 @@ class WeightedCrossEntropy(ImbalanceLoss):
         ignore_index: int | None = DEFAULT_IGNORE_INDEX,
     ) -> None:
         super().__init__(class_counts, ignore_index=ignore_index)
-        self.beta = _check_beta("beta", beta)
+        self.beta = check_effective_beta("loss.beta", beta)
         if scheme == "inverse":
             w = inverse_frequency_weights(self._counts())
         elif scheme == "effective":
@@ -401,7 +403,7 @@ class ClassBalancedFocal(FocalLoss):
         ignore_index: int | None = DEFAULT_IGNORE_INDEX,
     ) -> None:
         super().__init__(class_counts=class_counts, gamma=gamma, ignore_index=ignore_index)
-        self.beta = _check_beta("beta", beta)
+        self.beta = check_effective_beta("loss.beta", beta)
         self.register_buffer("alpha", effective_number_weights(self._counts(), self.beta))
 
 
@@ -515,7 +517,7 @@ class LDAM(ImbalanceLoss):
                 "set loss.drw_epoch to e.g. 160 (of 200 epochs), or null to turn DRW off",
             )
         self.drw_epoch = drw_epoch
-        self.drw_beta = _check_beta("drw_beta", drw_beta)
+        self.drw_beta = check_effective_beta("loss.drw_beta", drw_beta)
         counts = self._counts().to(torch.float64)
         m = counts.pow(-0.25)
         self.register_buffer("margins", (m * (self.max_m / m.max())).to(torch.float32))

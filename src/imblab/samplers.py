@@ -42,8 +42,8 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
-from imblab.errors import ConfigError
-from imblab.losses import effective_number_weights
+from imblab.errors import ConfigError, config_error
+from imblab.losses import check_effective_beta, effective_number_weights
 
 __all__ = [
     "SCHEMES",
@@ -59,9 +59,8 @@ SCHEMES: tuple[str, ...] = ("inverse", "sqrt", "effective")
 
 
 def _fail(key: str, value: Any, what: str, fix: str) -> ConfigError:
-    """Build the one-line ``sampler.<key>=<value>: <what>; <fix>`` error."""
-    shown = " ".join(repr(value).split())  # keep the message on one line
-    return ConfigError(f"sampler.{key}={shown}: {what}; {fix}")
+    """The one-line ``sampler.<key>=<value>: <what>; <fix>`` error."""
+    return config_error(f"sampler.{key}", value, what, fix)
 
 
 def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
@@ -288,13 +287,7 @@ class WeightedClassSampler(RebalancingSampler):
     ) -> None:
         if scheme not in SCHEMES:
             raise _fail("scheme", scheme, "unknown scheme", f"use one of {list(SCHEMES)}")
-        if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0.0 <= beta < 1.0:
-            raise _fail(
-                "beta",
-                beta,
-                "must be in [0, 1)",
-                "set sampler.beta to e.g. 0.9999 (Cui et al. 2019; closer to 1 = closer to 1/n_c)",
-            )
+        beta = check_effective_beta("sampler.beta", beta)
         super().__init__(
             labels,
             seed=seed,
@@ -304,7 +297,7 @@ class WeightedClassSampler(RebalancingSampler):
             rank=rank,
         )
         self.scheme = scheme
-        self.beta = float(beta)
+        self.beta = beta
         self._check_no_empty_class("scheme", scheme)
         counts = self.class_counts.to(torch.float64)
         if scheme == "inverse":
@@ -336,27 +329,11 @@ class ClassAwareSampler(RebalancingSampler):
     Convolutional Neural Networks", ECCV 2016): each draw picks a class uniformly at random,
     then a training sample uniformly within that class (both with replacement).
 
-    Args: see :class:`RebalancingSampler`.
+    Args: those of :class:`RebalancingSampler`.
     """
 
-    def __init__(
-        self,
-        labels: Tensor,
-        *,
-        seed: int = 0,
-        num_samples: int | None = None,
-        num_classes: int | None = None,
-        num_replicas: int | None = None,
-        rank: int | None = None,
-    ) -> None:
-        super().__init__(
-            labels,
-            seed=seed,
-            num_samples=num_samples,
-            num_classes=num_classes,
-            num_replicas=num_replicas,
-            rank=rank,
-        )
+    def __init__(self, labels: Tensor, **kwargs: Any) -> None:
+        super().__init__(labels, **kwargs)
         self._check_no_empty_class("_target_", f"{type(self).__module__}.{type(self).__name__}")
         # members of class c are by_class[starts[c] : starts[c] + counts[c]]
         self.by_class = torch.argsort(self.labels, stable=True)
