@@ -35,7 +35,7 @@ def test_experiments_compose(compose_cfg, experiment: str) -> None:
     cfg = compose_cfg(f"experiment={experiment}")
     OmegaConf.resolve(cfg)
     validate(cfg)
-    assert cfg.data.profile in {"exponential", "step", "explicit", "binary"}
+    assert cfg.data.profile in {"none", "exponential", "step", "explicit", "binary"}
 
 
 @pytest.mark.parametrize("trainer", options("trainer"))

@@ -8,19 +8,19 @@ import hydra
 from omegaconf import DictConfig
 
 from imblab.errors import ConfigError
+from imblab.sweeps import run_job
 from imblab.training import train
 
 
 @hydra.main(version_base="1.3", config_path="pkg://imblab.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Train, test, write ``metrics.json``; return the monitored metric (the sweep objective)."""
+    """Train, test, write ``metrics.json`` and ``status.json``; return the monitored metric (the
+    sweep objective; None for a failed sweep job, see :func:`imblab.sweeps.run_job`)."""
     try:
-        metrics = train(cfg)
+        return run_job(cfg, train)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    value = metrics.get(cfg.monitor.metric)
-    return None if value is None else float(value)
 
 
 if __name__ == "__main__":

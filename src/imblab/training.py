@@ -20,6 +20,7 @@ from torch.utils.tensorboard.summary import hparams
 from imblab.config import flatten, instantiate, instantiate_callbacks, validate
 from imblab.errors import ConfigError
 from imblab.metrics.callbacks import tensorboard_writer
+from imblab.sweeps import best_tag, class_layout, log_final_hparams
 
 log = logging.getLogger(__name__)
 
@@ -105,17 +106,21 @@ def resume_path(cfg: DictConfig) -> str | None:
 @rank_zero_only
 def log_hparams(trainer: Trainer, cfg: DictConfig, datamodule: Any) -> None:
     """Write the flattened config and data summary to TensorBoard's HParams view, linked to the
-    real metric tags of ``hparams_metrics`` (no placeholder ``hp_metric``)."""
+    real metric tags of ``hparams_metrics`` and the monitor's best value (no placeholder
+    ``hp_metric``; the values are the run's scalars), and the per-class custom-scalars layout."""
     writer = tensorboard_writer(trainer)
     if writer is None:
         return
     params = flatten(cfg)
     params.update({f"data/realised/{k}": v for k, v in flatten(datamodule.summary()).items()})
     params = {k: v for k, v in params.items() if not k.startswith("hparams_metrics")}
-    metrics = {tag: math.nan for tag in dict.fromkeys(cfg.hparams_metrics)}
+    tags = [*cfg.hparams_metrics, best_tag(cfg.monitor.metric)]
+    metrics = {tag: math.nan for tag in dict.fromkeys(tags)}  # names only: hparams() needs a dict
     file_writer = writer._get_file_writer()  # what SummaryWriter.add_hparams writes through
-    for summary in hparams(params, metrics):
-        file_writer.add_summary(summary)
+    experiment, start, _ = hparams(params, metrics)  # the session end is written when it ends
+    file_writer.add_summary(experiment)
+    file_writer.add_summary(start)
+    writer.add_custom_scalars(class_layout(list(datamodule.class_names)))
     writer.flush()
 
 
@@ -154,6 +159,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         headline = {k: v for k, v in sorted(metrics.items()) if k.count("/") == 1}
         log.info("final: %s", ", ".join(f"{k}={v:.4f}" for k, v in headline.items()))
         write_metrics(output_dir / "metrics.json", metrics, cfg, best, datamodule)
+        if (writer := tensorboard_writer(trainer)) is not None:
+            score = checkpoint.best_model_score if isinstance(checkpoint, ModelCheckpoint) else None
+            best_score = None if score is None else float(score)
+            log_final_hparams(writer, cfg.monitor.metric, best_score, trainer.global_step)
     return metrics
 
 

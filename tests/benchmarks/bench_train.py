@@ -216,7 +216,7 @@ def validation_epochs(cfg: DictConfig, repeats: int) -> dict[str, float]:
     model.count_state("val").reset()
     device = next(model.parameters()).device
     with torch.inference_mode():
-        for x, y in dm.test_dataloader():
+        for x, y, _ in dm.test_dataloader():
             model.count_state("val").update(model(dm.transform(x.to(device), False)), y.to(device))
     result = model.count_state("val").compute()
     start = time.perf_counter()

@@ -121,7 +121,8 @@ def test_end_to_end_on_sample(sample_dm: MNISTDataModule) -> None:
     for name, loader in loaders.items():
         seen = 0
         labels = []
-        for x, y in loader:
+        for x, y, *ids in loader:
+            assert len(ids) == (name != "train")  # eval batches carry sample ids
             assert x.dtype == torch.uint8 and x.shape[1:] == (1, 28, 28)
             assert y.dtype == torch.int64 and len(y) == len(x)
             seen += len(x)
@@ -211,7 +212,7 @@ def test_binary_profile_on_sample(tmp_path: Path) -> None:
     pool = [3600, 90]  # 9 * 400 negatives, 3600 / 40 positives
     assert (dm.train_counts, dm.val_counts) == split_counts(pool, 0.2)
     assert dm.test_counts == [900, 100]  # balanced digits, relabelled
-    _, y = next(iter(dm.test_dataloader()))
+    _, y, _ = next(iter(dm.test_dataloader()))
     assert set(y.tolist()) <= {0, 1}
 
 
@@ -284,7 +285,7 @@ def test_hflip_only_when_enabled_and_training(tmp_path: Path) -> None:
 
 
 def test_transform_normalises(sample_dm: MNISTDataModule) -> None:
-    x, _ = next(iter(sample_dm.val_dataloader()))
+    x, _, _ = next(iter(sample_dm.val_dataloader()))
     out = sample_dm.transform(x, train=False)
     assert out.dtype == torch.float32 and out.shape == x.shape
     assert sample_dm.mean is not None and sample_dm.std is not None
@@ -336,7 +337,7 @@ def test_no_translation_when_disabled(tmp_path: Path) -> None:
 
 
 def test_on_after_batch_transfer_follows_trainer_state(sample_dm: MNISTDataModule) -> None:
-    x, y = next(iter(sample_dm.val_dataloader()))
+    x, y, _ = next(iter(sample_dm.val_dataloader()))
     sample_dm.trainer = cast(Any, SimpleNamespace(training=False))
     out, labels = sample_dm.on_after_batch_transfer((x, y), 0)
     assert torch.equal(out, sample_dm.transform(x, train=False)) and labels is y

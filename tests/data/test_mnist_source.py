@@ -156,7 +156,7 @@ def test_full_offline_is_config_error(tmp_path: Path, no_proxy: None) -> None:
     dm = MNISTDataModule(str(tmp_path / "empty"), source="full", mirrors=[DEAD])
     with pytest.raises(ConfigError, match=r"^data\.mirrors=.*none answered.*source=sample"):
         dm.prepare_data()
-    with pytest.raises(ConfigError, match=r"^data\.source=full: .*prepare_data"):
+    with pytest.raises(ConfigError, match=r"^data\.source='full': .*prepare_data"):
         dm.setup()
 
 

@@ -1,6 +1,3 @@
-"""Imbalanced MNIST data: sources, imbalance profiles, stratified split, on-device batches."""
-
-from imblab.data.datamodule import MNISTDataModule
-from imblab.data.tensors import TensorBatches
-
-__all__ = ["MNISTDataModule", "TensorBatches"]
+"""Datasets and datamodules: MNIST sources, imbalance profiles, stratified splits, image folders,
+image validation and on-device batches. Submodules are imported where used, so that light tools
+(``imblab-scrape``, :mod:`imblab.data.images`) do not load torch and Lightning."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -13,7 +12,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
-from imblab.data import mnist
+from imblab.data import checks, mnist
 from imblab.data.imbalance import (
     PROFILES,
     Profile,
@@ -33,31 +32,6 @@ log = logging.getLogger(__name__)
 Source = Literal["auto", "full", "sample"]
 SOURCES: tuple[str, ...] = ("auto", "full", "sample")
 MAX_TRANSLATE = 13  # a shift of 14+ pixels can move all of a 28x28 digit out of the frame
-
-
-def _bad(key: str, value: object, problem: str, fix: str) -> ConfigError:
-    return ConfigError(f"data.{key}={value}: {problem}; {fix}")
-
-
-def _real(key: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _bad(key, value, "not a finite number", f"set data.{key} to a number")
-    return float(value)
-
-
-def _int(key: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _bad(key, value, f"not an integer >= {minimum}", f"set data.{key} to one")
-    return value
-
-
-def _int_list(key: str, value: object) -> list[int]:
-    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
-        raise _bad(key, value, "not a non-empty list of integers", f"set data.{key} to [..]")
-    items = list(value)
-    if any(isinstance(v, bool) or not isinstance(v, int) for v in items):
-        raise _bad(key, items, "not a list of integers", f"write data.{key} as integers")
-    return items
 
 
 def random_translate(
@@ -132,25 +106,27 @@ class MNISTDataModule(pl.LightningDataModule):
             )
         self.sampler = sampler
         if not isinstance(data_dir, str | os.PathLike) or not str(data_dir):
-            raise _bad("data_dir", data_dir, "not a directory path", "set data.data_dir to one")
+            raise checks.bad(
+                "data_dir", data_dir, "not a directory path", "set data.data_dir to one"
+            )
         if source not in SOURCES:
-            raise _bad("source", source, "unknown source", f"use one of {list(SOURCES)}")
+            raise checks.bad("source", source, "unknown source", f"use one of {list(SOURCES)}")
         if profile not in PROFILES:
-            raise _bad("profile", profile, "unknown profile", f"use one of {list(PROFILES)}")
-        rho = _real("imbalance_ratio", imbalance_ratio)
+            raise checks.bad("profile", profile, "unknown profile", f"use one of {list(PROFILES)}")
+        rho = checks.real("imbalance_ratio", imbalance_ratio)
         if rho < 1:
-            raise _bad(
+            raise checks.bad(
                 "imbalance_ratio",
                 imbalance_ratio,
                 "must be >= 1 (largest / smallest class size)",
                 "use 1 for no imbalance or a larger value",
             )
-        frac = _real("minority_fraction", minority_fraction)
+        frac = checks.real("minority_fraction", minority_fraction)
         if not 0 < frac < 1:
-            raise _bad("minority_fraction", frac, "must be in (0, 1)", "e.g. 0.5")
+            raise checks.bad("minority_fraction", frac, "must be in (0, 1)", "e.g. 0.5")
         n_minor = num_minority_classes(frac, mnist.NUM_CLASSES)
         if profile == "step" and not 1 <= n_minor < mnist.NUM_CLASSES:
-            raise _bad(
+            raise checks.bad(
                 "minority_fraction",
                 frac,
                 f"gives {n_minor} of {mnist.NUM_CLASSES} minority classes for profile step",
@@ -159,10 +135,10 @@ class MNISTDataModule(pl.LightningDataModule):
         self.class_counts = self._check_class_counts(profile, class_counts)
         self.positive_classes = self._check_positive_classes(profile, positive_classes)
         if not isinstance(imbalance_test, bool):
-            raise _bad("imbalance_test", imbalance_test, "not a boolean", "use true or false")
-        vf = _real("val_fraction", val_fraction)
+            raise checks.bad("imbalance_test", imbalance_test, "not a boolean", "use true or false")
+        vf = checks.real("val_fraction", val_fraction)
         if not 0 <= vf < 1:
-            raise _bad("val_fraction", vf, "must be in [0, 1)", "e.g. 0.2")
+            raise checks.bad("val_fraction", vf, "must be in [0, 1)", "e.g. 0.2")
         if mirrors is None:
             mirrors = list(mnist.MIRRORS)
         elif (
@@ -172,12 +148,12 @@ class MNISTDataModule(pl.LightningDataModule):
                 isinstance(m, str) and m.startswith(("http://", "https://")) for m in mirrors
             )
         ):
-            raise _bad(
+            raise checks.bad(
                 "mirrors", mirrors, "not a list of http(s) URLs", "e.g. [https://host/mnist/]"
             )
-        timeout = _real("download_timeout", download_timeout)
+        timeout = checks.real("download_timeout", download_timeout)
         if timeout <= 0:
-            raise _bad("download_timeout", timeout, "must be > 0 seconds", "e.g. 5")
+            raise checks.bad("download_timeout", timeout, "must be > 0 seconds", "e.g. 5")
 
         self.data_dir = os.path.expanduser(str(data_dir))
         self.source: Source = source
@@ -186,15 +162,17 @@ class MNISTDataModule(pl.LightningDataModule):
         self.minority_fraction = frac
         self.imbalance_test = imbalance_test
         self.val_fraction = vf
-        self.sample_test_per_class = _int("sample_test_per_class", sample_test_per_class, 1)
-        self.batch_size = _int("batch_size", batch_size, 1)
-        self.eval_batch_size = _int("eval_batch_size", eval_batch_size, 1)
-        self.seed = _int("seed", seed, 0)
+        self.sample_test_per_class = checks.integer(
+            "sample_test_per_class", sample_test_per_class, 1
+        )
+        self.batch_size = checks.integer("batch_size", batch_size, 1)
+        self.eval_batch_size = checks.integer("eval_batch_size", eval_batch_size, 1)
+        self.seed = checks.integer("seed", seed, 0)
         self.mirrors = list(mirrors)
         self.download_timeout = timeout
-        self.augment_translate = _int("augment_translate", augment_translate, 0)
+        self.augment_translate = checks.integer("augment_translate", augment_translate, 0)
         if self.augment_translate > MAX_TRANSLATE:
-            raise _bad(
+            raise checks.bad(
                 "augment_translate",
                 augment_translate,
                 f"shifts over {MAX_TRANSLATE} pixels push digits out of the 28x28 frame",
@@ -202,7 +180,7 @@ class MNISTDataModule(pl.LightningDataModule):
             )
         for key, flag in (("augment_hflip", augment_hflip), ("on_device", on_device)):
             if not isinstance(flag, bool):
-                raise _bad(key, flag, "not a boolean", "use true or false")
+                raise checks.bad(key, flag, "not a boolean", "use true or false")
         self.augment_hflip = augment_hflip
         self.on_device = on_device
 
@@ -230,11 +208,13 @@ class MNISTDataModule(pl.LightningDataModule):
     def _check_class_counts(profile: str, class_counts: object) -> list[int] | None:
         if profile != "explicit":
             if class_counts is not None:
-                raise _bad("class_counts", class_counts, f"unused by profile {profile}", "set null")
+                raise checks.bad(
+                    "class_counts", class_counts, f"unused by profile {profile}", "set null"
+                )
             return None
-        counts = _int_list("class_counts", class_counts)
+        counts = checks.int_list("class_counts", class_counts)
         if len(counts) != mnist.NUM_CLASSES:
-            raise _bad(
+            raise checks.bad(
                 "class_counts",
                 counts,
                 f"has {len(counts)} entries, profile explicit needs one per class",
@@ -242,7 +222,7 @@ class MNISTDataModule(pl.LightningDataModule):
             )
         for c, n in enumerate(counts):
             if n < 1:
-                raise _bad(
+                raise checks.bad(
                     "class_counts", counts, f"class {c} count {n} leaves it no data", "use >= 1"
                 )
         return counts
@@ -251,20 +231,20 @@ class MNISTDataModule(pl.LightningDataModule):
     def _check_positive_classes(profile: str, positive_classes: object) -> list[int] | None:
         if profile != "binary":
             if positive_classes is not None:
-                raise _bad(
+                raise checks.bad(
                     "positive_classes", positive_classes, f"unused by profile {profile}", "set null"
                 )
             return None
-        pos = _int_list("positive_classes", positive_classes)
+        pos = checks.int_list("positive_classes", positive_classes)
         if any(not 0 <= c < mnist.NUM_CLASSES for c in pos) or len(set(pos)) != len(pos):
-            raise _bad(
+            raise checks.bad(
                 "positive_classes",
                 pos,
                 f"must be distinct digits in 0..{mnist.NUM_CLASSES - 1}",
                 "e.g. [7] or [3, 5]",
             )
         if len(pos) == mnist.NUM_CLASSES:
-            raise _bad("positive_classes", pos, "leaves no negative class", "leave some out")
+            raise checks.bad("positive_classes", pos, "leaves no negative class", "leave some out")
         return sorted(pos)
 
     # -- data acquisition ------------------------------------------------------------------------
@@ -299,14 +279,14 @@ class MNISTDataModule(pl.LightningDataModule):
     def _fetch(self, missing: Sequence[tuple[str, str]]) -> None:
         names = ", ".join(name for name, _ in missing)
         if not mnist.is_writable(self.data_dir):
-            raise _bad(
+            raise checks.bad(
                 "data_dir",
                 self.data_dir,
                 f"not writable, but {names} must be downloaded into it",
                 "make it writable, choose another data.data_dir, or put the files there",
             )
         if not mnist.probe(self.mirrors, self.download_timeout):
-            raise _bad(
+            raise checks.bad(
                 "mirrors",
                 self.mirrors,
                 f"none answered within {self.download_timeout} s (offline?), so {names} "
@@ -336,7 +316,7 @@ class MNISTDataModule(pl.LightningDataModule):
             self.source_used = "full"
             return mnist.load_idx_pair(self.data_dir, images, labels)
         if self.source == "full":
-            raise _bad(
+            raise checks.bad(
                 "source",
                 "full",
                 f"{images} / {labels} are not in {self.data_dir}",
@@ -408,7 +388,7 @@ class MNISTDataModule(pl.LightningDataModule):
         available = torch.bincount(y, minlength=mnist.NUM_CLASSES).tolist()
         k = self.sample_test_per_class
         if k >= min(available):
-            raise _bad(
+            raise checks.bad(
                 "sample_test_per_class",
                 k,
                 f"a class has only {min(available)} images, none would be left for training",
@@ -514,7 +494,8 @@ class MNISTDataModule(pl.LightningDataModule):
 
     def _eval_loader(self, name: str) -> TensorBatches:
         images, labels = self.split(name)
-        return TensorBatches(images, labels, self.eval_batch_size, SequentialShard(len(labels)))
+        shard = SequentialShard(len(labels))
+        return TensorBatches(images, labels, self.eval_batch_size, shard, ids=True)
 
     def val_dataloader(self) -> TensorBatches:
         """In order; under torch.distributed each item on exactly one rank (no padding)."""
@@ -538,12 +519,13 @@ class MNISTDataModule(pl.LightningDataModule):
         return out.sub_(self.mean).div_(self.std)
 
     def on_after_batch_transfer(
-        self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Apply :meth:`transform` on the batch's device, augmenting only while training."""
-        x, y = batch
+        self, batch: tuple[torch.Tensor, ...], dataloader_idx: int
+    ) -> tuple[torch.Tensor, ...]:
+        """Apply :meth:`transform` to ``x`` of ``(x, y[, ids])`` on the batch's device,
+        augmenting only while training; the rest passes through."""
+        x, *rest = batch
         training = self.trainer is not None and self.trainer.training
-        return self.transform(x, train=training), y
+        return (self.transform(x, train=training), *rest)
 
 
 def pixel_mean_std(images: torch.Tensor) -> tuple[float, float]:

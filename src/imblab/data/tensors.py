@@ -9,11 +9,12 @@ import torch
 
 from imblab.samplers import IndexSampler
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+Batch = tuple[torch.Tensor, ...]
 
 
 class TensorBatches:
-    """An iterable of ``(images[i], labels[i])`` batches of in-memory tensors.
+    """An iterable of ``(images[i], labels[i])`` batches of in-memory tensors; with ``ids``,
+    ``(images[i], labels[i], i)``: ``i`` (int64) the samples' indices in the tensors.
 
     Each epoch it asks ``sampler.indices(device)`` for this process's index tensor, made on the
     tensors' device, and yields one batch per ``batch_size`` consecutive indices, each fetched
@@ -28,7 +29,12 @@ class TensorBatches:
     batch_sampler = None
 
     def __init__(
-        self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, sampler: IndexSampler
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        sampler: IndexSampler,
+        ids: bool = False,
     ) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -40,6 +46,7 @@ class TensorBatches:
         self.labels = labels
         self.batch_size = batch_size
         self.sampler = sampler
+        self.ids = ids
 
     @property
     def device(self) -> torch.device:
@@ -51,4 +58,5 @@ class TensorBatches:
     def __iter__(self) -> Iterator[Batch]:
         indices = self.sampler.indices(self.device)
         for batch in indices.split(self.batch_size):
-            yield self.images.index_select(0, batch), self.labels.index_select(0, batch)
+            x, y = self.images.index_select(0, batch), self.labels.index_select(0, batch)
+            yield (x, y, batch.to(torch.int64)) if self.ids else (x, y)

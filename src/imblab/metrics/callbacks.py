@@ -204,11 +204,23 @@ class BinaryScores(ScalarMetric):
         super().log_counts(stage, counts, class_names, trainer, pl_module)
 
     def scalars(self, counts: Counts, class_names: list[str]) -> dict[str, float]:
-        values: dict[str, float] = {"binary/threshold": self.threshold}
-        for beta in self.betas:
-            scores = binary_scores(counts, self.threshold, beta, self.zero_division)
-            values.update({f"binary/{k}": v for k, v in scores.items()})
-        return values
+        return binary_scalars(counts, self.threshold, self.betas, self.zero_division)
+
+
+def binary_scalars(
+    counts: Counts,
+    threshold: float,
+    betas: Sequence[float],
+    zero_division: float,
+    prefix: str = "binary",
+) -> dict[str, float]:
+    """``<prefix>/threshold`` and, for each beta, ``<prefix>/{precision,recall,f<beta>}`` of the
+    positive class at ``threshold`` (:func:`~imblab.metrics.functional.binary_scores`)."""
+    values: dict[str, float] = {f"{prefix}/threshold": threshold}
+    for beta in betas:
+        scores = binary_scores(counts, threshold, beta, zero_division)
+        values.update({f"{prefix}/{k}": v for k, v in scores.items()})
+    return values
 
 
 class FigureMetric(MetricCallback):

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from imblab.metrics.bootstrap import BootstrapCounts, percentile_intervals, replicate_scores
 from imblab.metrics.counts import CountState
 from imblab.metrics.functional import summarize
 
@@ -26,12 +27,21 @@ def evaluate(
     input: Literal["logits", "probs"] = "probs",
     ignore_index: int | None = None,
     chunk_size: int = 2**16,
+    bootstrap: int = 0,
+    ids: Tensor | np.ndarray | None = None,
+    bootstrap_seed: int = 0,
+    confidence: float = 0.95,
 ) -> dict[str, float]:
     """:func:`~imblab.metrics.functional.summarize` of ``probs`` (N, C) against ``target`` (N,).
 
     The data are streamed through :class:`CountState` in chunks of ``chunk_size`` samples, the
     code path the training callbacks use.  ``thresholds=None`` keeps every score (exact mode,
     computed in the input's dtype, float32 at least); an int ``T`` uses the binned histogram.
+
+    ``bootstrap=B`` (off by default) adds streaming Poisson-bootstrap percentile intervals
+    ``<key>_lo`` / ``<key>_hi`` at ``confidence`` for every precision, recall and F-beta
+    (:mod:`imblab.metrics.bootstrap`); the weights are drawn from ``(bootstrap_seed, ids)``,
+    ``ids`` (N,) defaulting to ``0 .. N - 1``.
     """
     preds = torch.as_tensor(probs)
     labels = torch.as_tensor(target)
@@ -44,9 +54,27 @@ def evaluate(
         ignore_index=ignore_index,
         stage="evaluate",
     ).to(preds.device)
+    boot = None
+    if bootstrap:
+        boot = BootstrapCounts(
+            preds.shape[1], bootstrap, seed=bootstrap_seed, input=input, ignore_index=ignore_index
+        ).to(preds.device)
+        sample_ids = torch.arange(len(preds)) if ids is None else torch.as_tensor(ids)
+        if sample_ids.shape != labels.shape:
+            raise ValueError(f"evaluate: ids {tuple(sample_ids.shape)} != target shape")
+        sample_ids = sample_ids.to(preds.device)
     # at least one (possibly empty) chunk, so that compute() follows an update
     for start in range(0, max(len(preds), 1), chunk_size):
-        state.update(preds[start : start + chunk_size], labels[start : start + chunk_size])
-    return summarize(
+        chunk = slice(start, start + chunk_size)
+        state.update(preds[chunk], labels[chunk])
+        if boot is not None:
+            boot.update(preds[chunk], labels[chunk], sample_ids[chunk])
+    scores = summarize(
         state.compute(), betas=betas, zero_division=zero_division, class_names=class_names
     )
+    if boot is not None:
+        replicates = replicate_scores(
+            boot.compute(), betas=betas, zero_division=zero_division, class_names=class_names
+        )
+        scores.update(percentile_intervals(replicates, confidence))
+    return scores

@@ -12,6 +12,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from imblab.errors import ConfigError
+from imblab.metrics.bootstrap import BootstrapCounts
 from imblab.metrics.counts import CountState
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class Classifier(LightningModule):
         counts: Mapping[str, Any] | None = None,
         channels_last: bool | Literal["auto"] = "auto",
         compile: bool = False,
+        bootstrap: int = 0,
+        bootstrap_seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -98,6 +101,26 @@ class Classifier(LightningModule):
         self.eval_loss = nn.ModuleDict({s: MeanLoss() for s in EVAL_STAGES})
         self.train_means = nn.ModuleDict({"loss": MeanLoss(), "accuracy": MeanLoss()})
         self.ignore_index = ignore_index
+        # opt-in: B Poisson-bootstrap confusion matrices per stage (batches must carry ids)
+        self.bootstrap_counts = (
+            nn.ModuleDict(
+                {
+                    s: BootstrapCounts(
+                        num_classes,
+                        bootstrap,
+                        seed=bootstrap_seed,
+                        input=count_kwargs.get("input", "logits"),
+                        ignore_index=ignore_index,
+                    )
+                    for s in EVAL_STAGES
+                }
+            )
+            if bootstrap
+            else None
+        )
+        # set by imblab-eval: keep every eval sample's (probs, target, id) in `predictions`
+        self.keep_predictions = False
+        self.predictions: dict[str, list[tuple[torch.Tensor, ...]]] = {s: [] for s in EVAL_STAGES}
 
     def configure_model(self) -> None:
         """Resolve ``channels_last="auto"`` for the device the model runs on (on for CUDA, where
@@ -172,17 +195,35 @@ class Classifier(LightningModule):
         self.log("train/loss_epoch", self._train_mean("loss").compute())
         self.log("train/accuracy", self._train_mean("accuracy").compute())
 
-    def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-        x, y = batch
+    def _eval_step(self, stage: str, batch: Sequence[torch.Tensor]) -> None:
+        """``batch`` is ``(x, y)`` or ``(x, y, ids)``, ids the samples' indices in the split
+        (needed by the bootstrap and by ``keep_predictions``)."""
+        x, y = batch[0], batch[1]
         logits = self(x)
         n = y.shape[0] if self.ignore_index is None else (y != self.ignore_index).sum()
         self._eval_loss(stage).update(self.loss(logits, y), n)
         self.count_state(stage).update(logits, y)
+        if self.bootstrap_counts is None and not self.keep_predictions:
+            return
+        if len(batch) < 3:
+            raise ValueError(
+                f"{stage} batches are (x, y) without sample ids, which the bootstrap and "
+                "predictions need; use a datamodule whose eval loaders yield (x, y, ids) "
+                "(as data=mnist and data=image_folder do)"
+            )
+        ids = batch[2]
+        if self.bootstrap_counts is not None:
+            cast(BootstrapCounts, self.bootstrap_counts[stage]).update(logits, y, ids)
+        if self.keep_predictions:
+            scores = logits.detach().float()
+            if self.count_state(stage).input == "logits":
+                scores = torch.softmax(scores, dim=1)
+            self.predictions[stage].append((scores, y.detach(), ids.detach()))
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         self._eval_step("val", batch)
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         self._eval_step("test", batch)
 
     def count_state(self, stage: str) -> CountState:
@@ -198,6 +239,9 @@ class Classifier(LightningModule):
     def _eval_epoch_start(self, stage: str) -> None:
         self.count_state(stage).reset()
         self._eval_loss(stage).reset()
+        if self.bootstrap_counts is not None:
+            cast(BootstrapCounts, self.bootstrap_counts[stage]).reset()
+        self.predictions[stage] = []
 
     def _eval_epoch_end(self, stage: str) -> None:
         self.log(f"{stage}/loss", self._eval_loss(stage).compute(), prog_bar=stage == "val")

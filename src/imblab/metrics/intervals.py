@@ -1,0 +1,73 @@
+"""Lightning callback: bootstrap percentile intervals of every precision, recall and F-beta."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+from lightning.pytorch import LightningModule, Trainer
+from torch import nn
+
+from imblab.metrics.bootstrap import BootstrapCounts, percentile_intervals, replicate_scores
+from imblab.metrics.callbacks import MetricCallback, publish_scalars
+from imblab.metrics.counts import Counts
+
+
+def bootstrap_state(pl_module: LightningModule, stage: str) -> BootstrapCounts | None:
+    """``pl_module.bootstrap_counts[stage]``, or None when the module keeps no bootstrap."""
+    states = getattr(pl_module, "bootstrap_counts", None)
+    if not isinstance(states, nn.ModuleDict) or stage not in states:
+        return None
+    return cast(BootstrapCounts, states[stage])
+
+
+class BootstrapIntervals(MetricCallback):
+    """Publishes ``<stage>/<key>_lo`` and ``<stage>/<key>_hi``, the ``confidence`` percentile
+    interval of every per-class and averaged precision, recall and F-beta (and accuracy,
+    balanced accuracy), from the model's streaming Poisson bootstrap
+    (``model.bootstrap=B``: ``pl_module.bootstrap_counts[stage]``, summed over processes).
+    Does nothing when the model keeps no bootstrap.
+
+    Args:
+        confidence: the interval's nominal coverage.
+        betas: the F-beta scores (as the scalars callback).
+        zero_division: value of an undefined precision, recall or F (0, 1 or nan).
+    """
+
+    def __init__(
+        self,
+        confidence: float = 0.95,
+        betas: Sequence[float] = (0.5, 1.0, 2.0),
+        zero_division: float = 0.0,
+        stages: Sequence[str] = ("val", "test"),
+    ) -> None:
+        super().__init__(stages=stages)
+        if not 0 < confidence < 1:
+            raise ValueError(f"confidence={confidence!r}: not in (0, 1); use e.g. 0.95")
+        self.confidence = float(confidence)
+        self.betas = tuple(float(b) for b in betas)
+        self.zero_division = float(zero_division)
+
+    def intervals(self, pl_module: LightningModule, stage: str, class_names: list[str]) -> dict:
+        """``{<key>_lo, <key>_hi: float}`` of the stage's bootstrap (empty without one)."""
+        state = bootstrap_state(pl_module, stage)
+        if state is None:
+            return {}
+        replicates = replicate_scores(
+            state.compute(),
+            betas=self.betas,
+            zero_division=self.zero_division,
+            class_names=class_names,
+        )
+        return percentile_intervals(replicates, self.confidence)
+
+    def log_counts(
+        self,
+        stage: str,
+        counts: Counts,
+        class_names: list[str],
+        trainer: Trainer,
+        pl_module: LightningModule,
+    ) -> None:
+        values = self.intervals(pl_module, stage, class_names)
+        publish_scalars(trainer, {f"{stage}/{k}": v for k, v in values.items()})
