@@ -213,3 +213,19 @@ def test_channels_last_auto_follows_the_device(compose_cfg) -> None:
     assert weight.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ConfigError, match=r"^model\.channels_last='yes': "):
         build_model(compose_cfg(*FAST, "model.channels_last=yes"), build_datamodule(cfg))
+
+
+def test_last_checkpoint_is_the_last_epoch_not_the_best(compose_cfg, tmp_path: Path) -> None:
+    """``last.ckpt`` holds the final epoch even when the monitor's best was earlier (here the
+    best is epoch 0: the validation loss mostly falls, and the monitor maximises it)."""
+    cfg = compose_cfg(
+        *FAST, "trainer.max_epochs=3", "test=false", "monitor.metric=val/loss", "monitor.mode=max"
+    )
+    train(cfg)
+    assert len(events(tmp_path).Scalars("val/loss")) == 3
+    folder = tmp_path / "checkpoints"
+    assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 2
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith("epoch_")) == [
+        "last.ckpt"
+    ]
+    assert len(list(folder.glob("epoch_*.ckpt"))) == 1
