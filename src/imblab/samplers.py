@@ -34,7 +34,7 @@ Bad options raise :class:`imblab.errors.ConfigError` with a one-line message
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import torch
@@ -53,6 +53,7 @@ __all__ = [
     "SequentialShard",
     "ShuffleSampler",
     "WeightedClassSampler",
+    "training_sampler",
 ]
 
 SCHEMES: tuple[str, ...] = ("inverse", "sqrt", "effective")
@@ -73,6 +74,21 @@ def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
     if not 0 <= rank < num_replicas:
         raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
     return num_replicas, rank
+
+
+def training_sampler(
+    factory: Callable[..., IndexSampler] | None, labels: Tensor, seed: int, num_classes: int
+) -> IndexSampler:
+    """The training split's sampler for this process: ``factory(labels=labels, seed=seed,
+    num_classes=num_classes, num_replicas=..., rank=...)`` (a ``sampler=NAME`` option), else a
+    :class:`ShuffleSampler` seeded with ``seed``; world size and rank from torch.distributed
+    (else 1 and 0), so each process draws its share of the one global draw."""
+    num_replicas, rank = _world(None, None)
+    if factory is None:
+        return ShuffleSampler(len(labels), seed=seed, num_replicas=num_replicas, rank=rank)
+    return factory(
+        labels=labels, seed=seed, num_classes=num_classes, num_replicas=num_replicas, rank=rank
+    )
 
 
 class IndexSampler(Protocol):

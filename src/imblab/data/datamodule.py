@@ -23,9 +23,9 @@ from imblab.data.imbalance import (
     select_per_class,
 )
 from imblab.data.split import stratified_split
-from imblab.data.tensors import TensorBatches
+from imblab.data.tensors import ResidentSplits, TensorBatches
 from imblab.errors import ConfigError
-from imblab.samplers import IndexSampler, SequentialShard, ShuffleSampler
+from imblab.samplers import IndexSampler, SequentialShard, training_sampler
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +198,7 @@ class MNISTDataModule(pl.LightningDataModule):
         self.test_counts: list[int] = []
         self.mean: float | None = None
         self.std: float | None = None
-        self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._resident: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._splits = ResidentSplits()
         self._fallback_reason = "no train IDX files in data_dir; prepare_data() did not run here"
         self._warned = False
         self._prepared = False
@@ -362,11 +361,13 @@ class MNISTDataModule(pl.LightningDataModule):
         test_y = self._relabel(test_y)
 
         self.mean, self.std = pixel_mean_std(pool_x[train])
-        self._splits = {
-            "train": (pool_x[train], pool_y[train]),
-            "val": (pool_x[val], pool_y[val]),
-            "test": (test_x, test_y),
-        }
+        self._splits = ResidentSplits(
+            {
+                "train": (pool_x[train], pool_y[train]),
+                "val": (pool_x[val], pool_y[val]),
+                "test": (test_x, test_y),
+            }
+        )
         self.train_counts, self.val_counts, self.test_counts = (
             torch.bincount(self._splits[k][1], minlength=self.num_classes).tolist()
             for k in ("train", "val", "test")
@@ -459,14 +460,7 @@ class MNISTDataModule(pl.LightningDataModule):
         on :meth:`device` (copied there once)."""
         if not self._splits:
             raise RuntimeError(f"MNISTDataModule.split({name!r}) needs setup() first")
-        device = self.device()
-        if device.type == "cpu":
-            return self._splits[name]
-        key = (name, device)
-        if key not in self._resident:
-            images, labels = self._splits[name]
-            self._resident[key] = images.to(device), labels.to(device)
-        return self._resident[key]
+        return self._splits.on(name, self.device())
 
     def train_dataloader(self) -> TensorBatches:
         """Batches of the training split. With ``sampler`` (a factory, e.g. of
@@ -476,20 +470,9 @@ class MNISTDataModule(pl.LightningDataModule):
         World size and rank come from torch.distributed (else 1 and 0); each rank draws its
         share of the one global draw."""
         images, labels = self.split("train")
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        world = torch.distributed.get_world_size() if distributed else 1
-        rank = torch.distributed.get_rank() if distributed else 0
-        sampler: IndexSampler
-        if self.sampler is not None:
-            sampler = self.sampler(
-                labels=self._splits["train"][1],
-                seed=self.seed,
-                num_classes=self.num_classes,
-                num_replicas=world,
-                rank=rank,
-            )
-        else:
-            sampler = ShuffleSampler(len(labels), seed=self.seed, num_replicas=world, rank=rank)
+        sampler = training_sampler(
+            self.sampler, self._splits["train"][1], self.seed, self.num_classes
+        )
         return TensorBatches(images, labels, self.batch_size, sampler)
 
     def _eval_loader(self, name: str) -> TensorBatches:

@@ -37,9 +37,9 @@ from imblab.data.imbalance import (
     num_minority_classes,
     scale_counts,
 )
-from imblab.data.tensors import TensorBatches
+from imblab.data.tensors import ResidentSplits, TensorBatches
 from imblab.errors import ConfigError
-from imblab.samplers import IndexSampler, SequentialShard, ShuffleSampler
+from imblab.samplers import IndexSampler, SequentialShard, training_sampler
 
 log = logging.getLogger(__name__)
 
@@ -245,13 +245,6 @@ class EvalBatches:
         return (batch for batch in self.loader if batch is not None)
 
 
-def _world() -> tuple[int, int]:
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if not distributed:
-        return 1, 0
-    return torch.distributed.get_world_size(), torch.distributed.get_rank()
-
-
 class ImageFolderDataModule(pl.LightningDataModule):
     """Images from ``root/<class name>/...`` (any depth below the class folder), e.g. the output
     of ``imblab-scrape``; class names are the sorted folder names (class 0 first).
@@ -415,8 +408,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.rejected: list[Verdict] = []
         self.cache_file: Path | None = None
         self._files: dict[str, tuple[list[str], torch.Tensor]] = {}
-        self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._resident: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._tensors = ResidentSplits()
         self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @staticmethod
@@ -757,27 +749,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         (copied there once); needs a ``cache``."""
         if not self._tensors:
             raise RuntimeError(f"ImageFolderDataModule.split({name!r}) needs setup() and a cache")
-        device = self.device()
-        if device.type == "cpu":
-            return self._tensors[name]
-        key = (name, device)
-        if key not in self._resident:
-            images, labels = self._tensors[name]
-            self._resident[key] = images.to(device), labels.to(device)
-        return self._resident[key]
-
-    def _train_sampler(self, size: int) -> IndexSampler:
-        world, rank = _world()
-        labels = self.files("train")[1]
-        if self.sampler is not None:
-            return self.sampler(
-                labels=labels,
-                seed=self.seed,
-                num_classes=self.num_classes,
-                num_replicas=world,
-                rank=rank,
-            )
-        return ShuffleSampler(size, seed=self.seed, num_replicas=world, rank=rank)
+        return self._tensors.on(name, self.device())
 
     def _dataset(self, name: str) -> ImageFiles:
         paths, labels = self.files(name)
@@ -806,8 +778,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         rank=...)``), else a seeded :class:`~imblab.samplers.ShuffleSampler`: from the cached
         tensors (:class:`~imblab.data.tensors.TensorBatches`), or from a DataLoader decoding in
         ``num_workers`` workers (the sampler is a DistributedSampler, so Lightning keeps it)."""
-        paths, _ = self.files("train")
-        sampler = self._train_sampler(len(paths))
+        _, labels = self.files("train")
+        sampler = training_sampler(self.sampler, labels, self.seed, self.num_classes)
         if self.cache != "none":
             images, labels = self.split("train")
             return TensorBatches(images, labels, self.batch_size, sampler)

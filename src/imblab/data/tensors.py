@@ -10,6 +10,26 @@ import torch
 from imblab.samplers import IndexSampler
 
 Batch = tuple[torch.Tensor, ...]
+Split = tuple[torch.Tensor, torch.Tensor]
+
+
+class ResidentSplits(dict[str, Split]):
+    """Each split's ``(images, labels)`` in host memory, by name; :meth:`on` gives them on a
+    device, copied there once."""
+
+    def __init__(self, splits: dict[str, Split] | None = None) -> None:
+        super().__init__(splits or {})
+        self._copies: dict[tuple[str, torch.device], Split] = {}
+
+    def on(self, name: str, device: torch.device) -> Split:
+        """Split ``name`` on ``device`` (the host tensors themselves on the CPU)."""
+        if device.type == "cpu":
+            return self[name]
+        key = (name, device)
+        if key not in self._copies:
+            images, labels = self[name]
+            self._copies[key] = images.to(device), labels.to(device)
+        return self._copies[key]
 
 
 class TensorBatches:
