@@ -8,9 +8,9 @@ import pytest
 from lightning.pytorch import Trainer
 from omegaconf import OmegaConf
 
+from imblab.callbacks.base import MetricCallback
 from imblab.config import instantiate_callbacks, validate
 from imblab.errors import ConfigError
-from imblab.metrics.callbacks import MetricCallback
 from imblab.training import build_trainer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

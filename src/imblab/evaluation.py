@@ -3,9 +3,11 @@
 The training run's config is composed again from ``RUN/.hydra/overrides.yaml`` (``RUN`` the
 checkpoint's run dir), with the eval command line's overrides applied after it; the model is
 built from it, the checkpoint's weights (and callback states, e.g. a tuned threshold) are
-loaded, and the split is evaluated by a Lightning Trainer with every metric callback.  Each
-process records its samples' probabilities, targets and ids; at the end of the epoch they are
-gathered, and rank 0 writes one report and one ``predictions.npz`` covering each sample once.
+loaded, and the split is evaluated by a Lightning Trainer with every metric callback.  A
+:class:`~imblab.callbacks.predictions.PredictionRecorder` collects each process's
+probabilities, targets and ids from the step outputs and gathers them at the end of the epoch;
+:class:`SplitCounts` keeps the summed counts; rank 0 writes one report and one
+``predictions.npz`` covering each sample once.
 """
 
 from __future__ import annotations
@@ -15,25 +17,26 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Callback, Trainer
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from imblab.callbacks.base import MetricCallback
+from imblab.callbacks.contract import EvaluatedModel, evaluated_model
+from imblab.callbacks.intervals import BootstrapIntervals
+from imblab.callbacks.predictions import PredictionRecorder
+from imblab.callbacks.threshold import ThresholdTuning
 from imblab.config import instantiate, instantiate_callbacks, validate
 from imblab.errors import ConfigError, config_error
 from imblab.metrics.bootstrap import percentile_intervals, replicate_scores
-from imblab.metrics.callbacks import class_names_of, count_state
 from imblab.metrics.counts import Counts
 from imblab.metrics.functional import binary_scores, summarize
-from imblab.metrics.intervals import BootstrapIntervals, bootstrap_state
-from imblab.metrics.threshold_tuning import ThresholdTuning
 from imblab.reports.figures import write_figures
 from imblab.reports.predictions import FILENAME, save_predictions
 from imblab.reports.report import write_reports
@@ -121,51 +124,32 @@ def training_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
     return run_cfg
 
 
-class EvalRecorder(Callback):
-    """Keeps what the report needs at the end of the ``stage`` epoch: the summed counts, the
-    bootstrap matrices and, gathered from every process and sorted by id, the predictions
-    (rank 0 keeps them; every rank takes part in the collectives)."""
+class SplitCounts(MetricCallback):
+    """Keeps what the report needs from the end of the ``stage`` epoch: the summed counts, the
+    class names, the default two-class threshold and the bootstrap confusion matrices (None
+    without a bootstrap). Every rank takes part in the sums; rank 0 reports."""
 
     def __init__(self, stage: str) -> None:
+        super().__init__(stages=(stage,))
         self.stage = stage
         self.counts: Counts | None = None
-        self.confmats: torch.Tensor | None = None
-        self.predictions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.class_names: list[str] = []
+        self.binary_threshold = 0.5
+        self.confmats: torch.Tensor | None = None
 
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.stage == "val" and not trainer.sanity_checking:
-            self._record(trainer, pl_module)
-
-    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.stage == "test":
-            self._record(trainer, pl_module)
-
-    def _record(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.counts = count_state(pl_module, self.stage).compute()
-        self.class_names = class_names_of(pl_module, self.counts.num_classes)
-        boot = bootstrap_state(pl_module, self.stage)
+    def log_counts(
+        self,
+        stage: str,
+        counts: Counts,
+        class_names: list[str],
+        trainer: Trainer,
+        model: EvaluatedModel,
+    ) -> None:
+        self.counts = counts
+        self.class_names = class_names
+        self.binary_threshold = float(model.count_state(stage).binary_threshold)
+        boot = model.bootstrap_state(stage)
         self.confmats = None if boot is None else boot.compute()
-        rows = getattr(pl_module, "predictions", {}).get(self.stage, [])
-        c = self.counts.num_classes
-        local = (
-            torch.cat([r[0] for r in rows]).cpu().numpy() if rows else np.zeros((0, c), np.float32),
-            torch.cat([r[1] for r in rows]).cpu().numpy() if rows else np.zeros(0, np.int64),
-            torch.cat([r[2] for r in rows]).cpu().numpy() if rows else np.zeros(0, np.int64),
-        )
-        parts = [local]
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, local)
-            parts = gathered
-        if not trainer.is_global_zero:
-            return
-        probs, targets, ids = (np.concatenate([p[i] for p in parts]) for i in range(3))
-        order = np.argsort(ids, kind="stable")
-        ids = ids[order]
-        if len(np.unique(ids)) != len(ids):
-            raise RuntimeError(f"{self.stage}: a sample was evaluated twice (duplicate ids)")
-        self.predictions = (probs[order], targets[order], ids)
 
 
 def _report_options(run_cfg: DictConfig) -> tuple[tuple[float, ...], float]:
@@ -176,9 +160,8 @@ def _report_options(run_cfg: DictConfig) -> tuple[tuple[float, ...], float]:
 
 
 def report_scores(
-    recorder: EvalRecorder,
+    split_counts: SplitCounts,
     trainer: Trainer,
-    pl_module: LightningModule,
     run_cfg: DictConfig,
     confidence: float,
     tuner: ThresholdTuning | None,
@@ -186,25 +169,25 @@ def report_scores(
     """The flat report: :func:`summarize` of the counts (float64, keys as ``evaluate()``),
     the bootstrap intervals, the two-class scores at the default and the tuned threshold, then
     every other scalar the metric callbacks published for the split (``loss``, ``mcc``, ...)."""
-    counts = recorder.counts
+    counts = split_counts.counts
     assert counts is not None
     betas, zero_division = _report_options(run_cfg)
-    names = recorder.class_names
+    names = split_counts.class_names
     scores = summarize(counts, betas=betas, zero_division=zero_division, class_names=names)
-    if recorder.confmats is not None:
+    if split_counts.confmats is not None:
         replicates = replicate_scores(
-            recorder.confmats, betas=betas, zero_division=zero_division, class_names=names
+            split_counts.confmats, betas=betas, zero_division=zero_division, class_names=names
         )
         scores.update(percentile_intervals(replicates, confidence))
     if counts.num_classes == 2:
-        default = float(count_state(pl_module, recorder.stage).binary_threshold)
+        default = split_counts.binary_threshold
         scores["binary/threshold"] = default
         for beta in betas:
             values = binary_scores(counts, default, beta, zero_division)
             scores.update({f"binary/{k}": v for k, v in values.items()})
         if tuner is not None:
             scores.update(tuner.tuned_scores(counts))
-    prefix = f"{recorder.stage}/"
+    prefix = f"{split_counts.stage}/"
     for tag, value in trainer.callback_metrics.items():
         key = tag[len(prefix) :]
         if tag.startswith(prefix) and key not in scores and value.numel() == 1:
@@ -250,6 +233,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(run_cfg.seed, workers=True)
     datamodule: Any = build_datamodule(run_cfg)
     model = build_model(run_cfg, datamodule)
+    evaluated_model(model)  # a clear TypeError now for a model the callbacks cannot read
     missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
     if missing or unexpected:
         raise ConfigError(
@@ -257,7 +241,6 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
             f"{list(missing)[:3]}, unexpected {list(unexpected)[:3]}); evaluate it with the "
             "overrides it was trained with (no model.* changes on the command line)"
         )
-    cast(Any, model).keep_predictions = True
 
     callbacks = instantiate_callbacks(run_cfg.get("metrics"), "metrics")
     betas, zero_division = _report_options(run_cfg)
@@ -268,8 +251,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         tuner = ThresholdTuning(float(options.threshold_beta), betas, zero_division)
         callbacks.append(tuner)
     _restore_callback_states(callbacks, ckpt)
-    recorder = EvalRecorder(split)
-    callbacks.append(recorder)
+    split_counts = SplitCounts(split)
+    predictions = PredictionRecorder(split)
+    callbacks += [split_counts, predictions]
     loggers = [instantiate(c) for c in (run_cfg.get("logger") or {}).values() if c]
     trainer = build_trainer(
         run_cfg, callbacks=callbacks, logger=loggers, enable_checkpointing=False
@@ -284,20 +268,20 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     run(model, datamodule=datamodule, verbose=False)
     if not trainer.is_global_zero:
         return {}
-    scores = report_scores(recorder, trainer, model, run_cfg, confidence, tuner)
-    assert recorder.predictions is not None and recorder.counts is not None
-    save_predictions(output_dir / FILENAME, *recorder.predictions)
+    scores = report_scores(split_counts, trainer, run_cfg, confidence, tuner)
+    assert predictions.predictions is not None and split_counts.counts is not None
+    save_predictions(output_dir / FILENAME, *predictions.predictions)
     title = f"{split} split of {ckpt_path}"
     paths = write_reports(
         output_dir,
         scores,
-        recorder.class_names,
+        split_counts.class_names,
         betas,
         title=title,
         confidence=confidence if replicates else None,
     )
     if options.figures:
-        paths += write_figures(output_dir, recorder.counts, recorder.class_names)
+        paths += write_figures(output_dir, split_counts.counts, split_counts.class_names)
     headline = ("f1_macro", "f1_macro_lo", "f1_macro_hi", "balanced_accuracy", "auroc_macro")
     shown = {k: scores[k] for k in headline if k in scores and not math.isnan(scores[k])}
     log.info("%s: %s", split, ", ".join(f"{k}={v:.4f}" for k, v in shown.items()))

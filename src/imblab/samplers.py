@@ -42,8 +42,8 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
+from imblab.class_weights import check_effective_beta, effective_number_weights
 from imblab.errors import ConfigError, config_error
-from imblab.losses import check_effective_beta, effective_number_weights
 
 __all__ = [
     "SCHEMES",

@@ -1,37 +1,36 @@
 """Sweep jobs: readable job dirs, a ``status.json`` record per job (failures kept, not raised),
-DDP inside a sweep, resuming an interrupted Optuna study, the sweep summary, and the TensorBoard
-extras runs are compared with (final HParams status and best monitor value, per-class layout)."""
+DDP inside a sweep, resuming an interrupted Optuna study, and the sweep summary at its end
+(the Hydra :class:`SweepCallback`)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import gc
 import hashlib
 import json
 import logging
 import math
 import os
-import re
 import subprocess
 import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
-if TYPE_CHECKING:  # torch and Lightning are imported where used: imblab-compare starts fast
-    from torch.utils.tensorboard import SummaryWriter
+from imblab.runs import error_line, read_status, utc_now, write_status, write_summary
+from imblab.training import build_trainer
 
 log = logging.getLogger(__name__)
 
-STATUS_FILE = "status.json"
 MAX_SUBDIR = 200
 SWEPT_KEYS = "IMBLAB_SWEPT_KEYS"  # environment variable: the keys a sweep varies
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
@@ -77,8 +76,6 @@ def job_subdir(num: Any, override_dirname: str, swept: str = "") -> str:
 def swept_keys(config: DictConfig) -> list[str]:
     """The keys a multirun varies: command-line sweeps (``a=1,2``, ``range``, ``choice``...)
     and the sweeper's ``params`` (the Optuna search space)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
     keys = [o.key_or_group for o in parsed if o.is_sweep_override()]
     keys += [str(k) for k in config.hydra.sweeper.get("params") or {}]
@@ -109,33 +106,6 @@ def job_info() -> dict[str, Any]:
         "overrides": list(hc.overrides.task),
         "sweep_dir": str(hc.sweep.dir) if multirun else None,
     }
-
-
-def read_status(run_dir: Path) -> dict[str, Any] | None:
-    """The run's ``status.json`` record, or None if it has none (or an unreadable one)."""
-    try:
-        record: dict[str, Any] = json.loads((run_dir / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return record
-
-
-def write_status(run_dir: Path, record: dict[str, Any]) -> None:
-    """Write ``status.json`` atomically (a reader never sees half a record)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{STATUS_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    tmp.replace(run_dir / STATUS_FILE)
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def error_line(err: BaseException) -> str:
-    """``Type: message`` on one line (whitespace collapsed, at most 500 characters)."""
-    text = " ".join(f"{type(err).__name__}: {err}".split())
-    return text[:500]
 
 
 def objective_of(metrics: dict[str, float], cfg: DictConfig) -> float | None:
@@ -176,7 +146,7 @@ def run_job(cfg: DictConfig, task: Callable[[DictConfig], dict[str, float]]) -> 
         "status": "running",
         "error": None,
         "objective": {"metric": cfg.monitor.metric, "mode": cfg.monitor.mode, "value": None},
-        "started": _now(),
+        "started": utc_now(),
         "finished": None,
         "duration_s": None,
         "host": os.uname().nodename,
@@ -192,7 +162,7 @@ def run_job(cfg: DictConfig, task: Callable[[DictConfig], dict[str, float]]) -> 
             status="failed",
             error=error_line(err),
             traceback=traceback.format_exc()[-5000:],
-            finished=_now(),
+            finished=utc_now(),
             duration_s=round(time.time() - started, 3),
         )
         if writer:
@@ -206,7 +176,9 @@ def run_job(cfg: DictConfig, task: Callable[[DictConfig], dict[str, float]]) -> 
         return None
     value = objective_of(metrics, cfg)
     record["objective"]["value"] = value
-    record.update(status="completed", finished=_now(), duration_s=round(time.time() - started, 3))
+    record.update(
+        status="completed", finished=utc_now(), duration_s=round(time.time() - started, 3)
+    )
     if writer:
         write_status(out, record)
     return value
@@ -214,8 +186,6 @@ def run_job(cfg: DictConfig, task: Callable[[DictConfig], dict[str, float]]) -> 
 
 def release_memory() -> None:
     """Free what a failed job left behind (its tensors, cached GPU blocks) before the next one."""
-    import torch
-
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -225,8 +195,6 @@ def launches_processes(cfg: DictConfig) -> bool:
     """Whether the Trainer of ``cfg`` would start its other processes itself (DDP on one node:
     Lightning re-runs the command line, which inside a sweep would start the whole sweep
     again). False where a cluster (SLURM, torchrun) starts one process per rank."""
-    from imblab.training import build_trainer  # training imports this module
-
     trainer = build_trainer(
         cfg,
         logger=False,
@@ -285,8 +253,6 @@ class SweepCallback(Callback):
                 config.hydra.sweeper.n_trials = remaining
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from imblab.compare import write_summary  # matplotlib only when a sweep ends
-
         write_summary(Path(config.hydra.sweep.dir))
 
 
@@ -295,7 +261,7 @@ def resume_optuna(storage: str, study_name: str, n_trials: int) -> int:
     still to run for ``n_trials`` in all. Trials left ``RUNNING`` by an interrupted run are
     marked failed and their parameters queued to run again (first); finished trials (complete,
     pruned, failed) count as done. A new study needs all ``n_trials``."""
-    import optuna
+    import optuna  # optional: the `sweep` extra, only an Optuna search needs it
     from optuna.trial import TrialState
 
     if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
@@ -323,39 +289,3 @@ def resume_optuna(storage: str, study_name: str, n_trials: int) -> int:
         remaining,
     )
     return remaining
-
-
-def best_tag(monitor: str) -> str:
-    """The scalar tag of the monitor's best value over epochs (``best/val/f1_macro``)."""
-    return f"best/{monitor}"
-
-
-def log_final_hparams(writer: SummaryWriter, monitor: str, best: float | None, step: int) -> None:
-    """At the end of a successful run: the monitor's best value over epochs as the scalar
-    :func:`best_tag` (next to the last-epoch scalars the HParams view reads its other metrics
-    from) and the session's end (status ``SUCCESS``) for the HParams view."""
-    from torch.utils.tensorboard.summary import hparams
-
-    if best is not None and math.isfinite(best):
-        writer.add_scalar(best_tag(monitor), best, global_step=step)
-    *_, end = hparams({}, {})  # the session-end summary: status SUCCESS
-    writer._get_file_writer().add_summary(end)  # what SummaryWriter.add_hparams writes through
-    writer.flush()
-
-
-def class_layout(class_names: Sequence[str], stages: Sequence[str] = ("val",)) -> dict[str, Any]:
-    """Custom-scalars layout that follows each class across runs: per stage, a category of
-    per-class F1 charts and one of per-class recall (one chart per class, every selected run in
-    it), and an overview category with all classes' F1 and recall curves."""
-    layout: dict[str, Any] = {}
-    for stage in stages:
-        for metric, title in (("f1", "F1"), ("recall", "recall")):
-            layout[f"{stage} {title} per class"] = {
-                f"{stage}/{metric}/{name}": ["Multiline", [f"^{stage}/{metric}/{re.escape(name)}$"]]
-                for name in class_names
-            }
-        layout[f"{stage} all classes"] = {
-            f"{stage} F1, every class": ["Multiline", [f"^{stage}/f1/"]],
-            f"{stage} recall, every class": ["Multiline", [f"^{stage}/recall/"]],
-        }
-    return layout

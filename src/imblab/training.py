@@ -11,21 +11,27 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
-from torch.utils.tensorboard.summary import hparams
 
 from imblab.config import flatten, instantiate, instantiate_callbacks, validate
+from imblab.data.base import ImbalancedDataModule
+from imblab.data.summary import DataSummary
 from imblab.errors import ConfigError
-from imblab.metrics.callbacks import tensorboard_writer
-from imblab.sweeps import best_tag, class_layout, log_final_hparams
+from imblab.tensorboard import (
+    best_tag,
+    class_layout,
+    log_final_hparams,
+    log_hparams,
+    tensorboard_writer,
+)
 
 log = logging.getLogger(__name__)
 
 
-def build_datamodule(cfg: DictConfig) -> LightningDataModule:
+def build_datamodule(cfg: DictConfig) -> ImbalancedDataModule:
     """Instantiate, prepare and set up the datamodule with the training sampler of
     ``cfg.sampler`` (none without a ``_target_``), and build the train loader once, so bad
     data or a bad sampler fails before training."""
@@ -37,7 +43,7 @@ def build_datamodule(cfg: DictConfig) -> LightningDataModule:
         )
     sampler = instantiate(sampler_cfg) if sampler_cfg else None
     extra = {} if sampler is None else {"sampler": sampler}
-    datamodule: LightningDataModule = instantiate(cfg.data, **extra)
+    datamodule: ImbalancedDataModule = instantiate(cfg.data, **extra)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         datamodule.prepare_data()
     datamodule.setup("fit")
@@ -45,12 +51,13 @@ def build_datamodule(cfg: DictConfig) -> LightningDataModule:
     return datamodule
 
 
-def build_model(cfg: DictConfig, datamodule: Any) -> LightningModule:
+def build_model(cfg: DictConfig, datamodule: ImbalancedDataModule) -> LightningModule:
     """Instantiate the model (and its loss) with the classes, class counts and channels of the
     training data."""
+    train_counts = list(datamodule.train_counts)
     loss = instantiate(
         cfg.loss,
-        class_counts=list(datamodule.train_counts),
+        class_counts=train_counts,
         ignore_index=cfg.model.counts.ignore_index,
     )
     model: LightningModule = instantiate(
@@ -59,6 +66,7 @@ def build_model(cfg: DictConfig, datamodule: Any) -> LightningModule:
         loss=loss,
         num_classes=datamodule.num_classes,
         class_names=list(datamodule.class_names),
+        train_counts=train_counts,
         backbone={"in_channels": datamodule.in_channels, "num_classes": datamodule.num_classes},
     )
     return model
@@ -104,22 +112,16 @@ def resume_path(cfg: DictConfig) -> str | None:
 
 
 @rank_zero_only
-def log_hparams(trainer: Trainer, cfg: DictConfig, datamodule: Any) -> None:
-    """Write the flattened config and data summary to TensorBoard's HParams view, linked to the
-    real metric tags of ``hparams_metrics`` and the monitor's best value (no placeholder
-    ``hp_metric``; the values are the run's scalars), and the per-class custom-scalars layout."""
+def log_run_hparams(trainer: Trainer, cfg: DictConfig, datamodule: ImbalancedDataModule) -> None:
+    """Write the flattened config and the realised data (``data/realised/*``) to TensorBoard's
+    HParams view, linked to the metric tags of ``hparams_metrics`` and the monitor's best value,
+    and the per-class custom-scalars layout."""
     writer = tensorboard_writer(trainer)
     if writer is None:
         return
-    params = flatten(cfg)
-    params.update({f"data/realised/{k}": v for k, v in flatten(datamodule.summary()).items()})
-    params = {k: v for k, v in params.items() if not k.startswith("hparams_metrics")}
-    tags = [*cfg.hparams_metrics, best_tag(cfg.monitor.metric)]
-    metrics = {tag: math.nan for tag in dict.fromkeys(tags)}  # names only: hparams() needs a dict
-    file_writer = writer._get_file_writer()  # what SummaryWriter.add_hparams writes through
-    experiment, start, _ = hparams(params, metrics)  # the session end is written when it ends
-    file_writer.add_summary(experiment)
-    file_writer.add_summary(start)
+    params = {k: v for k, v in flatten(cfg).items() if not k.startswith("hparams_metrics")}
+    params.update(flatten(datamodule.summary().hparams(), prefix="data/realised/"))
+    log_hparams(writer, params, [*cfg.hparams_metrics, best_tag(cfg.monitor.metric)])
     writer.add_custom_scalars(class_layout(list(datamodule.class_names)))
     writer.flush()
 
@@ -141,7 +143,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if not loggers:  # nothing to show learning rates in
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers)
-    log_hparams(trainer, cfg, datamodule)
+    log_run_hparams(trainer, cfg, datamodule)
     output_dir = Path(cfg.paths.output_dir)
     if trainer.is_global_zero:
         log.info("run dir: %s", output_dir.resolve())
@@ -158,7 +160,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         headline = {k: v for k, v in sorted(metrics.items()) if k.count("/") == 1}
         log.info("final: %s", ", ".join(f"{k}={v:.4f}" for k, v in headline.items()))
-        write_metrics(output_dir / "metrics.json", metrics, cfg, best, datamodule)
+        write_metrics(output_dir / "metrics.json", metrics, cfg, best, datamodule.summary())
         if (writer := tensorboard_writer(trainer)) is not None:
             score = checkpoint.best_model_score if isinstance(checkpoint, ModelCheckpoint) else None
             best_score = None if score is None else float(score)
@@ -167,13 +169,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def write_metrics(
-    path: Path, metrics: dict[str, float], cfg: DictConfig, best: str, datamodule: Any
+    path: Path, metrics: dict[str, float], cfg: DictConfig, best: str, data: DataSummary
 ) -> None:
-    """``metrics.json``: the final validation and test scalars, plus what produced them."""
+    """``metrics.json``: the final validation and test scalars, plus what produced them (the
+    monitor, the best checkpoint, the realised data)."""
     record = {
         "monitor": {"metric": cfg.monitor.metric, "mode": cfg.monitor.mode},
         "best_checkpoint": best or None,
-        "data": datamodule.summary(),
+        "data": data.record(),
         "metrics": {k: (None if math.isnan(v) else v) for k, v in sorted(metrics.items())},
     }
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,8 +18,8 @@ TensorBoard logger. Validation is switched off while training is timed.
 It prints images/s and seconds per epoch of both paths and their ratio (targets on an
 H100-class GPU: >= 200,000 images/s and >= 0.8x the bare loop), then a validation epoch over
 10,000 images with and without the count updates and metric callbacks (target: their cost
-<= 5% of the epoch), with the figures timed separately, and last the one-line summary for the
-README.
+<= 5% of the epoch), with the figures timed separately, and last the one-line summary for
+docs/performance.md.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, open_dict
 
+from imblab.callbacks.base import FigureMetric, ScalarMetric
 from imblab.config import instantiate, instantiate_callbacks
-from imblab.data import mnist
-from imblab.data.datamodule import MNISTDataModule
-from imblab.metrics.callbacks import FigureMetric, ScalarMetric
+from imblab.data import mnist_sources as mnist
+from imblab.data.mnist import MNISTDataModule
 from imblab.models.classifier import Classifier
 from imblab.training import build_datamodule, build_model, build_trainer, trainer_overrides
 
@@ -284,7 +284,7 @@ def run(
         f"figures_every_n_epochs): {val['figures'] * 1e3:.0f} ms"
     )
     print(
-        f"README: {gpu}: {n / framework:.0f} images/s training, bare loop "
+        f"docs/performance.md: {gpu}: {n / framework:.0f} images/s training, bare loop "
         f"{n / bare:.0f} images/s (ratio {ratio:.2f}), torch {torch.__version__}"
     )
     return {"ratio": ratio, "overhead": overhead, "images_per_s": n / framework}

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imblab.data import mnist
+from imblab.data import mnist_sources as mnist
 
 # the official t10k files: $IMBLAB_DATA_DIR/mnist, else the shared/ folder beside the checkout
 SHARED_MNIST = (

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from imblab.data.datamodule import MNISTDataModule, random_hflip, random_translate
+from imblab.data.mnist import MNISTDataModule
 from imblab.data.tensors import TensorBatches
+from imblab.data.transforms import random_hflip, random_translate
 from imblab.errors import ConfigError
 from imblab.samplers import SequentialShard, ShuffleSampler
 
@@ -158,7 +159,7 @@ def test_setup_idempotent_and_seeded(tmp_path: Path, sample_dm: MNISTDataModule)
 def test_hydra_instantiate_with_list_configs(tmp_path: Path) -> None:
     cfg = OmegaConf.create(
         {
-            "_target_": "imblab.data.datamodule.MNISTDataModule",
+            "_target_": "imblab.data.mnist.MNISTDataModule",
             "data_dir": str(tmp_path),
             "source": "sample",
             "profile": "binary",

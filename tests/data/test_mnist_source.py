@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from imblab.data import mnist
-from imblab.data.datamodule import MNISTDataModule
+from imblab.data import mnist_sources as mnist
+from imblab.data.mnist import MNISTDataModule
 from imblab.errors import ConfigError
 from tests.data.conftest import TEST_PER_CLASS, TRAIN_PER_CLASS, Mirror
 

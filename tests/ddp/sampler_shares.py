@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 
-from imblab.data.datamodule import MNISTDataModule
+from imblab.data.mnist import MNISTDataModule
 from imblab.samplers import ClassAwareSampler, RebalancingSampler, WeightedClassSampler
 
 NUM_SAMPLES, BATCH, EPOCHS, SEED = 250, 32, 2, 7  # 250: not a multiple of the world size

@@ -17,9 +17,9 @@ import torch
 from lightning.pytorch import LightningDataModule, Trainer
 from torch import nn
 
+from imblab.callbacks.mcc import MatthewsCorrCoef
+from imblab.callbacks.scalars import ClassificationScalars
 from imblab.data.tensors import TensorBatches
-from imblab.metrics.callbacks import ClassificationScalars
-from imblab.metrics.mcc import MatthewsCorrCoef
 from imblab.models.classifier import Classifier
 from imblab.samplers import SequentialShard
 

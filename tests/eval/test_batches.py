@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import torch
 
-from imblab.data.datamodule import MNISTDataModule
+from imblab.data.mnist import MNISTDataModule
 from imblab.data.tensors import TensorBatches
 from imblab.samplers import SequentialShard
 

@@ -12,11 +12,11 @@ from lightning.pytorch import LightningDataModule, Trainer
 from sklearn.metrics import f1_score, fbeta_score, precision_recall_curve
 from torch import nn
 
+from imblab.callbacks.scalars import BinaryScores
+from imblab.callbacks.threshold import ThresholdTuning
 from imblab.data.tensors import TensorBatches
 from imblab.errors import ConfigError
-from imblab.metrics.callbacks import BinaryScores
 from imblab.metrics.counts import CountState
-from imblab.metrics.threshold_tuning import ThresholdTuning
 from imblab.metrics.thresholds import best_threshold
 from imblab.models.classifier import Classifier
 from imblab.samplers import SequentialShard

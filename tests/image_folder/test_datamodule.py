@@ -14,13 +14,10 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
 from imblab.config import instantiate
-from imblab.data.image_folder import (
-    ImageFolderDataModule,
-    assign_splits,
-    random_resized_crop,
-    unit_hash,
-)
+from imblab.data.image_folder import ImageFolderDataModule
 from imblab.data.imbalance import exponential_counts
+from imblab.data.split import assign_splits, unit_hash
+from imblab.data.transforms import random_resized_crop
 from imblab.errors import ConfigError
 
 from ..scrape.badfiles import write_image_tree

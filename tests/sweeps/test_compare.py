@@ -14,7 +14,8 @@ import pytest
 import yaml
 from torch.utils.tensorboard import SummaryWriter
 
-from imblab.compare import build_parser, compare, write_summary
+from imblab.compare import build_parser, compare
+from imblab.runs import write_summary
 
 CLASSES = ["a", "b", "c", "d"]
 TRAIN_COUNTS = [100, 5, 50, 2]  # the two rarest classes: d, then b

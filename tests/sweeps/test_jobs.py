@@ -13,15 +13,9 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from imblab.errors import ConfigError
-from imblab.sweeps import (
-    class_layout,
-    job_subdir,
-    read_status,
-    resume_optuna,
-    run_job,
-    split_items,
-    swept_keys,
-)
+from imblab.runs import read_status
+from imblab.sweeps import job_subdir, resume_optuna, run_job, split_items, swept_keys
+from imblab.tensorboard import class_layout
 from imblab.train import main
 from imblab.training import train
 

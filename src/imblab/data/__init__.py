@@ -1,3 +1,3 @@
-"""Datasets and datamodules: MNIST sources, imbalance profiles, stratified splits, image folders,
-image validation and on-device batches. Submodules are imported where used, so that light tools
-(``imblab-scrape``, :mod:`imblab.data.images`) do not load torch and Lightning."""
+"""Datasets: the data contract (:mod:`~imblab.data.base`), the datamodules built on it (MNIST, image
+folders) and their parts, one module per concern. Submodules are imported where used, so that
+light tools (``imblab-scrape``, ``imblab-compare``) load neither torch nor Lightning."""

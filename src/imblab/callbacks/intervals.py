@@ -1,32 +1,27 @@
-"""Lightning callback: bootstrap percentile intervals of every precision, recall and F-beta."""
+"""Bootstrap percentile intervals of every precision, recall and F-beta."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
 
-from lightning.pytorch import LightningModule, Trainer
-from torch import nn
+from lightning.pytorch import Trainer
 
-from imblab.metrics.bootstrap import BootstrapCounts, percentile_intervals, replicate_scores
-from imblab.metrics.callbacks import MetricCallback, publish_scalars
+from imblab.callbacks.base import MetricCallback, publish_scalars
+from imblab.callbacks.contract import EvaluatedModel
+from imblab.metrics.bootstrap import percentile_intervals, replicate_scores
 from imblab.metrics.counts import Counts
 
-
-def bootstrap_state(pl_module: LightningModule, stage: str) -> BootstrapCounts | None:
-    """``pl_module.bootstrap_counts[stage]``, or None when the module keeps no bootstrap."""
-    states = getattr(pl_module, "bootstrap_counts", None)
-    if not isinstance(states, nn.ModuleDict) or stage not in states:
-        return None
-    return cast(BootstrapCounts, states[stage])
+__all__ = ["BootstrapIntervals"]
 
 
 class BootstrapIntervals(MetricCallback):
     """Publishes ``<stage>/<key>_lo`` and ``<stage>/<key>_hi``, the ``confidence`` percentile
     interval of every per-class and averaged precision, recall and F-beta (and accuracy,
     balanced accuracy), from the model's streaming Poisson bootstrap
-    (``model.bootstrap=B``: ``pl_module.bootstrap_counts[stage]``, summed over processes).
-    Does nothing when the model keeps no bootstrap.
+    (``model.bootstrap=B``: ``model.bootstrap_state(stage)``, summed over processes;
+    :func:`~imblab.metrics.bootstrap.replicate_scores`,
+    :func:`~imblab.metrics.bootstrap.percentile_intervals`). Does nothing when the model keeps
+    no bootstrap.
 
     Args:
         confidence: the interval's nominal coverage.
@@ -48,9 +43,11 @@ class BootstrapIntervals(MetricCallback):
         self.betas = tuple(float(b) for b in betas)
         self.zero_division = float(zero_division)
 
-    def intervals(self, pl_module: LightningModule, stage: str, class_names: list[str]) -> dict:
+    def intervals(
+        self, model: EvaluatedModel, stage: str, class_names: list[str]
+    ) -> dict[str, float]:
         """``{<key>_lo, <key>_hi: float}`` of the stage's bootstrap (empty without one)."""
-        state = bootstrap_state(pl_module, stage)
+        state = model.bootstrap_state(stage)
         if state is None:
             return {}
         replicates = replicate_scores(
@@ -67,7 +64,7 @@ class BootstrapIntervals(MetricCallback):
         counts: Counts,
         class_names: list[str],
         trainer: Trainer,
-        pl_module: LightningModule,
+        model: EvaluatedModel,
     ) -> None:
-        values = self.intervals(pl_module, stage, class_names)
+        values = self.intervals(model, stage, class_names)
         publish_scalars(trainer, {f"{stage}/{k}": v for k, v in values.items()})

@@ -1,0 +1,38 @@
+"""Lightning callbacks that turn the model's per-stage count state into logged metrics, and
+collect predictions for ``imblab-eval``.
+
+What a callback needs from the model is :class:`~imblab.callbacks.contract.EvaluatedModel`;
+the math lives in :mod:`imblab.metrics`, the drawing in :mod:`imblab.plots`.
+"""
+
+from imblab.callbacks.base import FigureMetric, MetricCallback, ScalarMetric, publish_scalars
+from imblab.callbacks.contract import EvalStepOutput, EvaluatedModel, evaluated_model
+from imblab.callbacks.figures import ClassBarsFigure, ConfusionMatrixFigure, RocFigure
+from imblab.callbacks.intervals import BootstrapIntervals
+from imblab.callbacks.mcc import MatthewsCorrCoef
+from imblab.callbacks.pr_curves import PRCurves
+from imblab.callbacks.predictions import PredictionRecorder, Predictions
+from imblab.callbacks.scalars import BinaryScores, ClassificationScalars, binary_scalars
+from imblab.callbacks.threshold import ThresholdTuning
+
+__all__ = [
+    "BinaryScores",
+    "BootstrapIntervals",
+    "ClassBarsFigure",
+    "ClassificationScalars",
+    "ConfusionMatrixFigure",
+    "EvalStepOutput",
+    "EvaluatedModel",
+    "FigureMetric",
+    "MatthewsCorrCoef",
+    "MetricCallback",
+    "PRCurves",
+    "PredictionRecorder",
+    "Predictions",
+    "RocFigure",
+    "ScalarMetric",
+    "ThresholdTuning",
+    "binary_scalars",
+    "evaluated_model",
+    "publish_scalars",
+]

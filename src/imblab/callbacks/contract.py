@@ -1,0 +1,100 @@
+"""What imblab's callbacks need from the model they observe: :class:`EvaluatedModel`, and the
+:class:`EvalStepOutput` its ``validation_step`` / ``test_step`` return.
+
+Both are structural types: a model fulfils them without importing this module (models and
+callbacks do not import one another; :class:`imblab.models.classifier.Classifier` is the
+reference implementation). A callback turns the ``pl_module`` Lightning hands it into the
+contract with :func:`evaluated_model`, which names what a module lacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol, TypedDict, cast, runtime_checkable
+
+from torch import Tensor
+
+from imblab.metrics.bootstrap import BootstrapCounts
+from imblab.metrics.counts import CountState
+
+__all__ = ["EvalStepOutput", "EvaluatedModel", "eval_step_output", "evaluated_model"]
+
+
+@runtime_checkable
+class EvaluatedModel(Protocol):
+    """A LightningModule whose validation and test outputs feed one count state per stage.
+
+    For each stage (``"val"``, ``"test"``) the module owns a
+    :class:`~imblab.metrics.counts.CountState` that it resets at the start of the stage's epoch
+    and updates once per batch in ``validation_step`` / ``test_step``. At the end of the epoch
+    every metric callback reads ``count_state(stage).compute()``: the counts summed across
+    processes, computed once and cached, so attaching more callbacks adds no updates and no
+    synchronisation. ``bootstrap_state(stage)``, when not None, is updated beside it from the
+    same batches (which then carry sample ids).
+
+    ``validation_step`` / ``test_step`` return an :class:`EvalStepOutput` (read by
+    :class:`~imblab.callbacks.predictions.PredictionRecorder`, ignored otherwise).
+    """
+
+    class_names: list[str]
+    """One display name per class, in class-index order (tags ``<stage>/<metric>/<name>``)."""
+
+    train_counts: list[int]
+    """Training samples per class, in class-index order (empty when unknown)."""
+
+    def count_state(self, stage: str) -> CountState:
+        """The count state of ``stage``."""
+        ...
+
+    def bootstrap_state(self, stage: str) -> BootstrapCounts | None:
+        """The Poisson-bootstrap confusion matrices of ``stage``, None when the model keeps none."""
+        ...
+
+
+class EvalStepOutput(TypedDict):
+    """One evaluation batch as ``validation_step`` / ``test_step`` return it.
+
+    ``preds`` (B, C): the scores exactly as the stage's count state takes them (logits or
+    probabilities, per ``count_state(stage).input``); ``target`` (B,): the class indices;
+    ``ids`` (B,): each sample's index in its split, None when the batch carries none.
+    """
+
+    preds: Tensor
+    target: Tensor
+    ids: Tensor | None
+
+
+_MEMBERS = ("class_names", "train_counts", "count_state", "bootstrap_state")
+
+
+def evaluated_model(module: object) -> EvaluatedModel:
+    """``module`` as an :class:`EvaluatedModel`.
+
+    Raises:
+        TypeError: ``module`` lacks a member of the contract (the message names them).
+    """
+    if isinstance(module, EvaluatedModel):
+        return module
+    missing = ", ".join(name for name in _MEMBERS if not hasattr(module, name))
+    raise TypeError(
+        f"{type(module).__name__} does not implement imblab.callbacks.contract.EvaluatedModel "
+        f"(missing: {missing}): imblab's metric callbacks read the per-stage count states, "
+        "class names and training class counts from the model; see "
+        "imblab.models.classifier.Classifier"
+    )
+
+
+def eval_step_output(outputs: object, hook: str) -> EvalStepOutput:
+    """``outputs``, what ``hook`` (e.g. ``"validation_step"``) returned, as an
+    :class:`EvalStepOutput`.
+
+    Raises:
+        TypeError: ``outputs`` is not a mapping with the keys ``preds``, ``target`` and ``ids``.
+    """
+    if not isinstance(outputs, Mapping) or not EvalStepOutput.__required_keys__ <= set(outputs):
+        shown = sorted(outputs) if isinstance(outputs, Mapping) else type(outputs).__name__
+        raise TypeError(
+            f"{hook} returned {shown}: imblab's prediction recorder reads a dict with the keys "
+            "preds, target and ids (imblab.callbacks.contract.EvalStepOutput)"
+        )
+    return cast(EvalStepOutput, outputs)
