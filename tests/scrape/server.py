@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import ssl
 import sys
 import threading
 import time
@@ -12,11 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests.scrape.badfiles import image_cases, noise_image
 
 BIG_BYTES = 300_000  # bodies of /big*.jpg, larger than the tests' max_bytes
+TRICKLE_S = 12  # the /trickle_*.jpg endpoints send a byte every 0.1 s for this long, then hang up
 
 
 def _jpeg(seed: int, size: int = 32) -> bytes:
@@ -53,6 +55,15 @@ def _handler(site: Site) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
+        def _trickle(self, data: bytes) -> None:
+            end = time.monotonic() + TRICKLE_S
+            for byte in data:
+                if time.monotonic() > end:
+                    return
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.1)
+
         def do_GET(self) -> None:
             path = urlsplit(self.path).path
             with site.lock:
@@ -70,6 +81,37 @@ def _handler(site: Site) -> type[BaseHTTPRequestHandler]:
                     self.wfile.write(b"\xff")
                     self.wfile.flush()
                     time.sleep(0.05)
+            elif path == "/trickle_length.jpg":  # slow body of a declared length
+                self.send_response(200)
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                self._trickle(bytes(100_000))
+            elif path == "/trickle_headers.jpg":  # slow response headers
+                self.wfile.write(b"HTTP/1.0 200 OK\r\n")
+                self._trickle(b"X-Slow: " + b"a" * 60_000)
+            elif path == "/redirect":  # 302 to the query's `to`, as given
+                self.send_response(302)
+                self.send_header("Location", parse_qs(urlsplit(self.path).query)["to"][0])
+                self.end_headers()
+            elif path == "/bad_length.jpg":  # garbage Content-Length, connection kept open
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n")
+                self.wfile.write(site.files["/files/jpeg/good.jpg"])
+                self.wfile.flush()
+                time.sleep(3)
+            elif path == "/stall_body.jpg":  # 10 of 1000 bytes, then silence
+                self.send_response(200)
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                self.wfile.write(bytes(10))
+                self.wfile.flush()
+                time.sleep(3)
+            elif path == "/short_body.jpg":  # 4 of 100 bytes, then hang up
+                self.send_response(200)
+                self.send_header("Content-Length", "100")
+                self.end_headers()
+                self.wfile.write(b"abcd")
+            elif path == "/bad_status.jpg":
+                self.wfile.write(b"HTTQ/1.1 200 OK\r\n\r\nabcd")
             elif path == "/flaky.jpg":
                 self._send(500 if n == 1 else 200, site.files["/flaky.jpg"] if n > 1 else b"oops")
             elif path == "/always500.jpg":
@@ -108,13 +150,16 @@ class _Server(ThreadingHTTPServer):
     """Quiet about clients that hang up early (the scraper aborts oversize and slow bodies)."""
 
     def handle_error(self, request: object, client_address: object) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):
+        if not isinstance(sys.exc_info()[1], ConnectionError | ssl.SSLError):
             super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 @contextmanager
-def serve() -> Iterator[Site]:
-    """Start the server on a free port; yields the Site (``base`` = ``http://127.0.0.1:PORT``)."""
+def serve(
+    host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
+) -> Iterator[Site]:
+    """Start the server on ``host`` (a free port unless ``port``; HTTPS with ``tls``); yields the
+    Site (``base`` = ``http(s)://HOST:PORT``)."""
     site = Site()
     for kind, case in image_cases().items():
         site.files[f"/files/{kind}/{case.filename}"] = case.data
@@ -124,9 +169,11 @@ def serve() -> Iterator[Site]:
     site.files["/big"] = bytes(BIG_BYTES)
     for i in range(3):
         site.files[f"/dog/{i}.jpg"] = _jpeg(200 + i)
-    server = _Server(("127.0.0.1", 0), _handler(site))
+    server = _Server((host, port), _handler(site))
     server.daemon_threads = True
-    site.base = f"http://127.0.0.1:{server.server_address[1]}"
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    site.base = f"{'https' if tls else 'http'}://{host}:{server.server_address[1]}"
     images = [p for p in site.files if p.startswith("/dog/")]
     site.files["/index.html"] = (
         "<html><body>"
