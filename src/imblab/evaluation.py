@@ -173,7 +173,9 @@ def report_scores(
     assert counts is not None
     betas, zero_division = _report_options(run_cfg)
     names = split_counts.class_names
-    scores = summarize(counts, betas=betas, zero_division=zero_division, class_names=names)
+    scores = summarize(
+        counts, betas=betas, zero_division=zero_division, class_names=names, one_vs_rest=True
+    )
     if split_counts.confmats is not None:
         replicates = replicate_scores(
             split_counts.confmats, betas=betas, zero_division=zero_division, class_names=names

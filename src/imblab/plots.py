@@ -1,4 +1,5 @@
-"""Figures of one stage's counts: confusion matrix, ROC and PR curves, per-class bars.
+"""Figures of one stage's counts: confusion matrix, ROC and PR curves, per-class bars; and the
+reliability diagram of its calibration state.
 
 Pure drawing: each function takes counts (or arrays) and returns a matplotlib :class:`Figure`
 (no pyplot state, nothing written). The TensorBoard figure callbacks
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+from imblab.metrics.calibration import Calibration
 from imblab.metrics.counts import Counts
 from imblab.metrics.functional import (
     _divide,
@@ -21,7 +23,13 @@ from imblab.metrics.functional import (
     roc_curves,
 )
 
-__all__ = ["class_bars_figure", "confusion_matrix_figure", "pr_figure", "roc_figure"]
+__all__ = [
+    "class_bars_figure",
+    "confusion_matrix_figure",
+    "pr_figure",
+    "reliability_figure",
+    "roc_figure",
+]
 
 
 def confusion_matrix_figure(confmat: np.ndarray, class_names: list[str]) -> Figure:
@@ -107,4 +115,65 @@ def class_bars_figure(counts: Counts, class_names: list[str], zero_division: flo
     ax.set(ylim=(0, 1.0), ylabel="score")
     ax.legend(fontsize="small", ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout()
+    return fig
+
+
+def reliability_figure(calibration: Calibration, title: str = "") -> Figure:
+    """Reliability diagram: above, the accuracy of each confidence bin (bars) against the
+    diagonal, the gap to the bin's mean confidence shaded; below, the fraction of samples per
+    bin. Large fonts: readable at ~350 px wide."""
+    m = calibration.n_bins
+    edges = np.linspace(0.0, 1.0, m + 1)
+    left, width = edges[:-1], 1.0 / m
+    accuracy = np.nan_to_num(calibration.bin_accuracy().numpy())
+    confidence = calibration.bin_confidence().numpy()
+    filled = ~np.isnan(confidence)
+    total = max(calibration.total, 1.0)
+    fig = Figure(figsize=(5, 6.2), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1.2))
+    top.bar(
+        left, accuracy, width, align="edge", color="tab:blue", edgecolor="black", label="accuracy"
+    )
+    gap_lo = np.minimum(accuracy, np.nan_to_num(confidence))[filled]
+    gap_hi = np.maximum(accuracy, np.nan_to_num(confidence))[filled]
+    top.bar(
+        left[filled],
+        gap_hi - gap_lo,
+        width,
+        bottom=gap_lo,
+        align="edge",
+        color="tab:red",
+        alpha=0.35,
+        edgecolor="tab:red",
+        hatch="//",
+        label="gap",
+    )
+    top.plot([0, 1], [0, 1], "k--", linewidth=1.5, label="perfect")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy", fontsize=15)
+    top.tick_params(labelsize=13)
+    top.legend(fontsize=12, loc="upper left")
+    top.text(
+        0.97,
+        0.04,
+        f"ECE {calibration.ece():.3f}",
+        ha="right",
+        va="bottom",
+        fontsize=15,
+        transform=top.transAxes,
+        bbox={"facecolor": "white", "alpha": 0.8},
+    )
+    bottom.bar(
+        left,
+        calibration.count.numpy() / total,
+        width,
+        align="edge",
+        color="gray",
+        edgecolor="black",
+    )
+    bottom.set_xlabel("confidence", fontsize=15)
+    bottom.set_ylabel("samples", fontsize=15)
+    bottom.tick_params(labelsize=13)
+    fig.suptitle(f"Reliability{', ' + title if title else ''}", fontsize=16)
     return fig

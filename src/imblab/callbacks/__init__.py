@@ -6,21 +6,32 @@ the math lives in :mod:`imblab.metrics`, the drawing in :mod:`imblab.plots`.
 """
 
 from imblab.callbacks.base import FigureMetric, MetricCallback, ScalarMetric, publish_scalars
-from imblab.callbacks.contract import EvalStepOutput, EvaluatedModel, evaluated_model
+from imblab.callbacks.calibration import CalibrationMetrics
+from imblab.callbacks.contract import (
+    EvalStepOutput,
+    EvaluatedModel,
+    StatefulModel,
+    evaluated_model,
+    stateful_model,
+)
 from imblab.callbacks.figures import ClassBarsFigure, ConfusionMatrixFigure, RocFigure
 from imblab.callbacks.intervals import BootstrapIntervals
 from imblab.callbacks.mcc import MatthewsCorrCoef
 from imblab.callbacks.pr_curves import PRCurves
 from imblab.callbacks.predictions import PredictionRecorder, Predictions
 from imblab.callbacks.scalars import BinaryScores, ClassificationScalars, binary_scalars
+from imblab.callbacks.stateful import EvalInputs, StatefulMetric
 from imblab.callbacks.threshold import ThresholdTuning
+from imblab.callbacks.topk import TopKAccuracy
 
 __all__ = [
     "BinaryScores",
     "BootstrapIntervals",
+    "CalibrationMetrics",
     "ClassBarsFigure",
     "ClassificationScalars",
     "ConfusionMatrixFigure",
+    "EvalInputs",
     "EvalStepOutput",
     "EvaluatedModel",
     "FigureMetric",
@@ -31,8 +42,12 @@ __all__ = [
     "Predictions",
     "RocFigure",
     "ScalarMetric",
+    "StatefulMetric",
+    "StatefulModel",
     "ThresholdTuning",
+    "TopKAccuracy",
     "binary_scalars",
     "evaluated_model",
     "publish_scalars",
+    "stateful_model",
 ]

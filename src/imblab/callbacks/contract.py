@@ -9,15 +9,23 @@ contract with :func:`evaluated_model`, which names what a module lacks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol, TypedDict, cast, runtime_checkable
 
 from torch import Tensor
+from torchmetrics import Metric
 
 from imblab.metrics.bootstrap import BootstrapCounts
 from imblab.metrics.counts import CountState
 
-__all__ = ["EvalStepOutput", "EvaluatedModel", "eval_step_output", "evaluated_model"]
+__all__ = [
+    "EvalStepOutput",
+    "EvaluatedModel",
+    "StatefulModel",
+    "eval_step_output",
+    "evaluated_model",
+    "stateful_model",
+]
 
 
 @runtime_checkable
@@ -51,6 +59,28 @@ class EvaluatedModel(Protocol):
         ...
 
 
+@runtime_checkable
+class StatefulModel(EvaluatedModel, Protocol):
+    """An :class:`EvaluatedModel` that also keeps metric plugins' own streaming states
+    (:class:`~imblab.callbacks.stateful.StatefulMetric`).
+
+    ``add_eval_state(name, factory)`` registers one ``factory()`` torchmetrics ``Metric`` per
+    stage (idempotent per name), owned by the module (so it moves with it, is saved in its
+    checkpoints and is summed across processes by torchmetrics); the module resets it at the
+    start of each validation/test epoch and calls ``state.update(preds, target, ids)`` once per
+    batch with the count state's inputs (``ids`` None when the batches carry none). Loading a
+    checkpoint tolerates plugin states that either side lacks.
+    """
+
+    def add_eval_state(self, name: str, factory: Callable[[], Metric]) -> None:
+        """Register the plugin state ``name``: one ``factory()`` per stage."""
+        ...
+
+    def eval_state(self, stage: str, name: str) -> Metric:
+        """The plugin state ``name`` of ``stage``."""
+        ...
+
+
 class EvalStepOutput(TypedDict):
     """One evaluation batch as ``validation_step`` / ``test_step`` return it.
 
@@ -81,6 +111,23 @@ def evaluated_model(module: object) -> EvaluatedModel:
         f"(missing: {missing}): imblab's metric callbacks read the per-stage count states, "
         "class names and training class counts from the model; see "
         "imblab.models.classifier.Classifier"
+    )
+
+
+def stateful_model(module: object) -> StatefulModel:
+    """``module`` as a :class:`StatefulModel`.
+
+    Raises:
+        TypeError: ``module`` lacks a member of the contract (the message names them).
+    """
+    if isinstance(module, StatefulModel):
+        return module
+    evaluated_model(module)
+    missing = ", ".join(n for n in ("add_eval_state", "eval_state") if not hasattr(module, n))
+    raise TypeError(
+        f"{type(module).__name__} does not implement imblab.callbacks.contract.StatefulModel "
+        f"(missing: {missing}): a metric plugin with its own state registers it on the model; "
+        "see imblab.models.classifier.Classifier"
     )
 
 

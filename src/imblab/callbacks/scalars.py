@@ -16,8 +16,8 @@ __all__ = ["BinaryScores", "ClassificationScalars", "binary_scalars"]
 
 class ClassificationScalars(ScalarMetric):
     """Precision, recall and F-beta (per class, macro, micro, weighted), accuracy, balanced
-    accuracy, AUROC and AP (per class, macro, weighted): the keys of
-    :func:`~imblab.metrics.functional.summarize`.
+    accuracy, AUROC and AP (per class, macro, weighted), and per class the one-vs-rest accuracy
+    and specificity: the keys of :func:`~imblab.metrics.functional.summarize` (``one_vs_rest``).
 
     Args:
         betas: the F-beta scores to log (``f0.5_*``, ``f1_*``, ``f2_*``).
@@ -39,7 +39,11 @@ class ClassificationScalars(ScalarMetric):
 
     def scalars(self, counts: Counts, class_names: list[str]) -> dict[str, float]:
         values = summarize(
-            counts, betas=self.betas, zero_division=self.zero_division, class_names=class_names
+            counts,
+            betas=self.betas,
+            zero_division=self.zero_division,
+            class_names=class_names,
+            one_vs_rest=True,
         )
         if not self.per_class:
             values = {k: v for k, v in values.items() if "/" not in k}

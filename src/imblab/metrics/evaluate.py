@@ -31,6 +31,7 @@ def evaluate(
     ids: Tensor | np.ndarray | None = None,
     bootstrap_seed: int = 0,
     confidence: float = 0.95,
+    one_vs_rest: bool = False,
 ) -> dict[str, float]:
     """:func:`~imblab.metrics.functional.summarize` of ``probs`` (N, C) against ``target`` (N,).
 
@@ -41,7 +42,10 @@ def evaluate(
     ``bootstrap=B`` (off by default) adds streaming Poisson-bootstrap percentile intervals
     ``<key>_lo`` / ``<key>_hi`` at ``confidence`` for every precision, recall and F-beta
     (:mod:`imblab.metrics.bootstrap`); the weights are drawn from ``(bootstrap_seed, ids)``,
-    ``ids`` (N,) defaulting to ``0 .. N - 1``.
+    ``ids`` (N,) defaulting to ``0 .. N - 1``. ``one_vs_rest=True`` adds the per-class
+    ``accuracy/<name>`` and ``specificity/<name>`` the training callbacks log. Calibration and
+    top-k accuracy: :class:`~imblab.metrics.calibration.CalibrationState` and
+    :class:`~imblab.metrics.topk.TopKState` (docs/metrics.md, "In a notebook").
     """
     preds = torch.as_tensor(probs)
     labels = torch.as_tensor(target)
@@ -70,7 +74,11 @@ def evaluate(
         if boot is not None:
             boot.update(preds[chunk], labels[chunk], sample_ids[chunk])
     scores = summarize(
-        state.compute(), betas=betas, zero_division=zero_division, class_names=class_names
+        state.compute(),
+        betas=betas,
+        zero_division=zero_division,
+        class_names=class_names,
+        one_vs_rest=one_vs_rest,
     )
     if boot is not None:
         replicates = replicate_scores(

@@ -30,6 +30,7 @@ __all__ = [
     "binary_scores",
     "curve_counts",
     "matthews_corrcoef",
+    "one_vs_rest_accuracy_specificity",
     "per_class_prf",
     "pr_curve_counts",
     "roc_curves",
@@ -351,12 +352,30 @@ def binary_scores(
     return {"precision": float(precision), "recall": float(recall), f"f{beta:g}": float(f)}
 
 
+def one_vs_rest_accuracy_specificity(confmat: Tensor) -> tuple[Tensor, Tensor]:
+    """Per class ``c`` of the (C, C) confusion matrix, one-vs-rest: accuracy (TP + TN) / N and
+    specificity TN / (TN + FP) (float64; NaN without samples / without negatives). The
+    accuracy of class ``c`` is not the sample-weighted ``accuracy`` (trace / N)."""
+    cm = confmat.to(torch.float64)
+    n = cm.sum()
+    tp = cm.diagonal()
+    fp = cm.sum(dim=0) - tp
+    fn = cm.sum(dim=1) - tp
+    tn = n - tp - fp - fn
+    nan = torch.tensor(torch.nan, dtype=torch.float64)
+    accuracy = torch.where(n > 0, (tp + tn) / n.clamp(min=1), nan)
+    negatives = tn + fp
+    specificity = torch.where(negatives > 0, tn / negatives.clamp(min=1), nan)
+    return accuracy, specificity
+
+
 def summarize(
     counts: Counts,
     *,
     betas: Sequence[float] = (0.5, 1.0, 2.0),
     zero_division: float = 0.0,
     class_names: Sequence[str] | None = None,
+    one_vs_rest: bool = False,
 ) -> dict[str, float]:
     """Every imblab metric as one flat ``{name: float}`` dict (NaN where undefined).
 
@@ -366,6 +385,8 @@ def summarize(
     ``ap_weighted`` (weighted by positives ``P``, over classes where defined) and
     ``auroc_num_defined``/``ap_num_defined``.  Per class ``<metric>/<name>`` for precision,
     recall, f<beta>, support, auroc, ap.  ``beta`` is formatted with ``%g`` (f0.5, f1, f2).
+    ``one_vs_rest=True`` adds per class ``accuracy/<name>`` and ``specificity/<name>``
+    (:func:`one_vs_rest_accuracy_specificity`; the callbacks and ``evaluate`` turn it on).
     """
     if not betas:
         raise ConfigError("betas=(): no F-beta to compute; give at least one beta, e.g. (1.0,)")
@@ -400,6 +421,8 @@ def summarize(
         if i == 0:
             per_class.update(precision=precision_c, recall=recall_c, support=support)
         per_class[f"f{beta:g}"] = f_c
+    if one_vs_rest:
+        per_class["accuracy"], per_class["specificity"] = one_vs_rest_accuracy_specificity(confmat)
     per_class.update(curves)
     for key, values in per_class.items():
         for name, value in zip(names, values.tolist(), strict=True):

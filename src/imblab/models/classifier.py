@@ -51,6 +51,24 @@ class MeanLoss(Metric):
         return (self.total / self.count).float()
 
 
+def _tolerate_eval_states(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
+) -> None:
+    """Load-state-dict pre-hook: make the checkpoint's plugin states (``eval_states.*``) match
+    the module's, so a checkpoint loads whichever metric plugins either side has attached (a
+    run resumed or evaluated with another metric set; ``imblab-eval`` builds the model before
+    the plugins register their states). Matching states are restored; others are dropped or
+    kept at their current (reset) value."""
+    key = f"{prefix}eval_states."
+    own = {k: v for k, v in module.state_dict(prefix=prefix).items() if k.startswith(key)}
+    for k in [k for k in state_dict if k.startswith(key)]:
+        saved = state_dict[k]
+        if k not in own or getattr(saved, "shape", None) != getattr(own[k], "shape", None):
+            del state_dict[k]
+    for k, v in own.items():
+        state_dict.setdefault(k, v)
+
+
 class Classifier(LightningModule):
     """Image classifier whose validation/test outputs feed one count state per stage.
 
@@ -63,7 +81,14 @@ class Classifier(LightningModule):
     * ``bootstrap_state(stage)``: ``self.bootstrap_counts[stage]`` with ``bootstrap=B``, else
       None;
     * ``class_names`` and ``train_counts`` (the training samples per class, empty when not
-      given).
+      given);
+    * ``add_eval_state(name, factory)`` / ``eval_state(stage, name)``
+      (:class:`imblab.callbacks.contract.StatefulModel`): a metric plugin's own streaming
+      state, one instance per stage in ``self.eval_states[stage][name]``, updated with the
+      count state's inputs ``(preds, target, ids)``, reset with it, moved and checkpointed
+      with the model. A checkpoint's plugin states that the model does not hold (or the
+      reverse) are tolerated on loading: the states are reset every epoch, so they carry no
+      training progress.
 
     ``validation_step`` / ``test_step`` return the batch's
     :class:`~imblab.callbacks.contract.EvalStepOutput` (``preds``: the logits or probabilities
@@ -142,6 +167,9 @@ class Classifier(LightningModule):
             if bootstrap
             else None
         )
+        # metric plugins' own states: eval_states[stage][name] (imblab.callbacks.stateful)
+        self.eval_states = nn.ModuleDict({s: nn.ModuleDict() for s in EVAL_STAGES})
+        self.register_load_state_dict_pre_hook(_tolerate_eval_states)
 
     def configure_model(self) -> None:
         """Resolve ``channels_last="auto"`` for the device the model runs on (on for CUDA, where
@@ -237,6 +265,8 @@ class Classifier(LightningModule):
                     "data=image_folder do)"
                 )
             bootstrap.update(logits, y, ids)
+        for state in self._eval_states(stage).values():
+            cast(Metric, state).update(logits, y, ids)
         return {"preds": logits, "target": y, "ids": ids}
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> EvalOutput:
@@ -255,6 +285,29 @@ class Classifier(LightningModule):
             return None
         return cast(BootstrapCounts, self.bootstrap_counts[stage])
 
+    def add_eval_state(self, name: str, factory: Callable[[], Metric]) -> None:
+        """Register a metric plugin's streaming state ``name``: ``factory()`` is called once per
+        stage, the state is made persistent (saved in checkpoints) and moved to the model's
+        device. Idempotent: a name already registered is kept as it is (``setup`` runs again
+        for ``trainer.test`` after ``trainer.fit``)."""
+        if not name.isidentifier():
+            raise ValueError(f"eval state name {name!r}: use a Python identifier")
+        device = self.count_state("val").device
+        for stage in EVAL_STAGES:
+            states = self._eval_states(stage)
+            if name in states:
+                continue
+            state = factory()
+            state.persistent(True)
+            states[name] = state.to(device)
+
+    def eval_state(self, stage: str, name: str) -> Metric:
+        """The plugin state ``name`` of ``stage`` (KeyError if not registered)."""
+        return cast(Metric, self._eval_states(stage)[name])
+
+    def _eval_states(self, stage: str) -> nn.ModuleDict:
+        return cast(nn.ModuleDict, self.eval_states[stage])
+
     def _train_mean(self, name: str) -> MeanLoss:
         return cast(MeanLoss, self.train_means[name])
 
@@ -267,6 +320,8 @@ class Classifier(LightningModule):
         bootstrap = self.bootstrap_state(stage)
         if bootstrap is not None:
             bootstrap.reset()
+        for state in self._eval_states(stage).values():
+            cast(Metric, state).reset()
 
     def _eval_epoch_end(self, stage: str) -> None:
         self.log(f"{stage}/loss", self._eval_loss(stage).compute(), prog_bar=stage == "val")

@@ -1,0 +1,95 @@
+"""The cost of the calibration and top-k plugins: a CPU validation epoch with and without them.
+
+A SmallCNN validates N random 28x28 images of 10 classes (the shape of MNIST) in batches of 256
+on the CPU, through ``trainer.validate`` with the default scalars callback; then again with
+``CalibrationMetrics`` and ``TopKAccuracy`` attached. Both are measured in this one run
+(alternating, best of ``--repeats``); the extra share of the epoch is (t_on - t_off) / t_on.
+
+    python tests/benchmarks/bench_plugins.py [--n 10000] [--repeats 3]
+    pytest -m benchmark tests/benchmarks/bench_plugins.py -s
+
+Target (issue 15): the plugins' share of a CPU validation epoch stays within 5%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import pytest
+import torch
+from lightning.pytorch import Callback, LightningDataModule, Trainer
+
+from imblab.callbacks.calibration import CalibrationMetrics
+from imblab.callbacks.scalars import ClassificationScalars
+from imblab.callbacks.topk import TopKAccuracy
+from imblab.data.tensors import TensorBatches
+from imblab.models.backbones import SmallCNN
+from imblab.models.classifier import Classifier
+from imblab.samplers import SequentialShard
+
+TARGET_SHARE = 0.05
+
+
+class Images(LightningDataModule):
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 1, 28, 28, generator=g)
+        self.y = torch.randint(0, 10, (n,), generator=g)
+
+    def val_dataloader(self) -> TensorBatches:
+        return TensorBatches(self.x, self.y, 256, SequentialShard(len(self.y)))
+
+
+def epoch_seconds(data: Images, callbacks: list[Callback]) -> float:
+    model = Classifier(SmallCNN(1, 10), torch.optim.SGD, 10, [str(c) for c in range(10)])
+    model.eval()
+    trainer = Trainer(
+        accelerator="cpu",
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    trainer.validate(model, datamodule=data, verbose=False)  # warm-up
+    start = time.perf_counter()
+    trainer.validate(model, datamodule=data, verbose=False)
+    return time.perf_counter() - start
+
+
+def measure(n: int, repeats: int) -> tuple[float, float]:
+    data = Images(n)
+    off, on = [], []
+    for _ in range(repeats):
+        off.append(epoch_seconds(data, [ClassificationScalars()]))
+        on.append(
+            epoch_seconds(data, [ClassificationScalars(), CalibrationMetrics(), TopKAccuracy()])
+        )
+    return min(off), min(on)
+
+
+def report(n: int, repeats: int) -> float:
+    off, on = measure(n, repeats)
+    share = (on - off) / on
+    print(
+        f"CPU validation epoch, N={n}, {torch.get_num_threads()} threads: "
+        f"plugins off {off:.3f} s, on {on:.3f} s, ratio on/off {on / off:.3f}, "
+        f"plugin share {100 * share:.1f}% (target <= {100 * TARGET_SHARE:.0f}%)"
+    )
+    return share
+
+
+@pytest.mark.benchmark
+def test_plugin_share_of_a_cpu_validation_epoch() -> None:
+    share = report(10_000, 3)
+    assert share <= TARGET_SHARE
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    report(args.n, args.repeats)
