@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import sys
 from collections import Counter
@@ -12,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from hydra.core.global_hydra import GlobalHydra
 from icrawler.builtin import bing
 
 from imblab.data.images import load_rgb, validate_folder
@@ -22,13 +20,13 @@ from imblab.scrape import (
     DownloadError,
     DownloadPolicy,
     download,
-    main,
     read_manifest,
     scrape,
     search_urls,
 )
 from tests.conftest import Compose
 from tests.scrape.badfiles import MARKER, UPRIGHT_SIZE, image_cases
+from tests.scrape.cli import run_cli
 from tests.scrape.server import BIG_BYTES, Site, serve
 
 FAST = [
@@ -243,19 +241,6 @@ def test_cli_config_error_exits_2_with_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["imblab-scrape", f"hydra.run.dir={tmp_path / 'run'}", f"root={tmp_path / 'ds'}"]
-    monkeypatch.setattr(sys, "argv", argv)
-    root_logger = logging.getLogger()
-    handlers, level = root_logger.handlers[:], root_logger.level
-    GlobalHydra.instance().clear()
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-    finally:  # undo Hydra's logging setup
-        GlobalHydra.instance().clear()
-        for handler in set(root_logger.handlers) - set(handlers):
-            root_logger.removeHandler(handler)
-            handler.close()
-        root_logger.setLevel(level)
-    assert exit_info.value.code == 2
+    assert run_cli(argv[1:], monkeypatch) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: queries={}: no classes: give search queries or URL lists;")

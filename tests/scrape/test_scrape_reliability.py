@@ -4,12 +4,10 @@ name the real cause (15)."""
 
 from __future__ import annotations
 
-import logging
 import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +16,6 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from hydra.core.global_hydra import GlobalHydra
 
 from imblab import scrape as scrape_mod
 from imblab.errors import ConfigError
@@ -27,12 +24,12 @@ from imblab.scrape import (
     DownloadPolicy,
     address_kind,
     download,
-    main,
     read_manifest,
     read_url_list,
     scrape,
 )
 from tests.conftest import Compose
+from tests.scrape.cli import run_cli
 from tests.scrape.server import TRICKLE_S, Site, serve
 from tests.scrape.test_scrape import FAST
 
@@ -180,20 +177,7 @@ def test_cli_exits_2_with_one_line_for_a_list_that_is_not_utf8(
         f"root={tmp_path / 'ds'}",
         f"+url_lists.cat={tmp_path / 'cat.txt'}",
     ]
-    monkeypatch.setattr(sys, "argv", argv)
-    root_logger = logging.getLogger()
-    handlers, level = root_logger.handlers[:], root_logger.level
-    GlobalHydra.instance().clear()
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-    finally:  # undo Hydra's logging setup
-        GlobalHydra.instance().clear()
-        for handler in set(root_logger.handlers) - set(handlers):
-            root_logger.removeHandler(handler)
-            handler.close()
-        root_logger.setLevel(level)
-    assert exit_info.value.code == 2
+    assert run_cli(argv[1:], monkeypatch) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(
         f"error: url_lists.cat='{tmp_path / 'cat.txt'}': not UTF-8: byte 0xff at line 1, column 20;"
