@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import hydra.utils
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from imblab.errors import ConfigError
@@ -127,16 +130,85 @@ def test_focal_gamma0_is_ce() -> None:
     assert got == pytest.approx(sum(nll(LOGITS, TARGET)) / 3, rel=1e-5)
 
 
-def test_cb_focal_value() -> None:
+def test_cb_focal_softmax_value() -> None:
     beta, gamma = 0.99, 1.0
     a = effective(COUNTS, beta)
     per = []
     for row, y in zip(LOGITS, TARGET, strict=True):
         p = math.exp(log_softmax(row)[y])
         per.append(-a[y] * (1 - p) ** gamma * math.log(p))
-    loss = ClassBalancedFocal(class_counts=COUNTS, beta=beta, gamma=gamma)
+    loss = ClassBalancedFocal(class_counts=COUNTS, beta=beta, gamma=gamma, form="softmax")
     assert loss(_logits(), _target()).item() == pytest.approx(sum(per) / 3, rel=1e-5)
     assert ClassBalancedFocal(class_counts=COUNTS).gamma == 1.0  # documented paper default
+    assert ClassBalancedFocal(class_counts=COUNTS, form="softmax").head_bias_init is None
+
+
+def official_sigmoid_focal(
+    logits: np.ndarray, target: np.ndarray, counts: list[int], beta: float, gamma: float
+) -> float:
+    """NumPy transcription of richardaecn/class-balanced-loss ``src/cifar_main.py``: the
+    per-class weights of ``main`` tiled per sample by ``model_fn`` and ``focal_loss``."""
+    effective_num = 1.0 - np.power(beta, counts)
+    weights = (1.0 - beta) / np.array(effective_num)
+    weights = weights / np.sum(weights) * len(counts)
+    labels = np.eye(len(counts))[target]
+    alpha = np.tile((weights[None, :] * labels).sum(axis=1, keepdims=True), [1, len(counts)])
+    # tf.nn.sigmoid_cross_entropy_with_logits: max(x, 0) - x * z + log(1 + exp(-|x|))
+    ce = np.maximum(logits, 0) - logits * labels + np.log1p(np.exp(-np.abs(logits)))
+    if gamma == 0.0:
+        modulator = 1.0
+    else:
+        modulator = np.exp(-gamma * labels * logits - gamma * np.log1p(np.exp(-1.0 * logits)))
+    return float(np.sum(alpha * modulator * ce) / np.sum(labels))
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0])
+@pytest.mark.parametrize("beta", [0.0, 0.99, 0.9999])
+def test_cb_focal_sigmoid_matches_the_official_code(gamma: float, beta: float) -> None:
+    loss = ClassBalancedFocal(class_counts=COUNTS, beta=beta, gamma=gamma)
+    assert loss.form == "sigmoid"  # the default, the paper's
+    expected = official_sigmoid_focal(np.array(LOGITS), np.array(TARGET), COUNTS, beta, gamma)
+    assert loss(_logits(), _target()).item() == pytest.approx(expected, rel=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(1, 20),
+    c=st.integers(2, 12),
+    gamma=st.floats(0.0, 3.0),
+    scale=st.floats(0.1, 20.0),
+)
+def test_cb_focal_sigmoid_random_cases(seed: int, n: int, c: int, gamma: float, scale: float):
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(1, 5000, size=c).tolist()
+    logits = rng.normal(size=(n, c)) * scale
+    target = rng.integers(0, c, size=n)
+    loss = ClassBalancedFocal(class_counts=counts, beta=0.999, gamma=gamma)
+    got = loss(torch.tensor(logits), torch.tensor(target)).item()  # float64 stays float64
+    expected = official_sigmoid_focal(logits, target, counts, 0.999, gamma)
+    assert got == pytest.approx(expected, rel=1e-7, abs=1e-12)
+
+
+def test_cb_focal_sigmoid_bias_init_is_minus_log_c_minus_1() -> None:
+    assert ClassBalancedFocal(class_counts=COUNTS).head_bias_init == pytest.approx(-math.log(2))
+    assert ClassBalancedFocal(class_counts=[5] * 10).head_bias_init == pytest.approx(-math.log(9))
+    with pytest.raises(ConfigError, match=r"^loss\.form='tanh': "):
+        ClassBalancedFocal(class_counts=COUNTS, form="tanh")
+
+
+def test_weighted_ce_drw_is_plain_ce_before_drw_epoch() -> None:
+    w = effective(COUNTS, BETA)
+    plain = sum(nll(LOGITS, TARGET)) / 3
+    weighted = weighted_mean(nll(LOGITS, TARGET), w, TARGET)
+    loss = WeightedCrossEntropy(class_counts=COUNTS, drw_epoch=3)
+    for epoch, expected in [(0, plain), (2, plain), (3, weighted), (9, weighted), (1, plain)]:
+        loss.set_epoch(epoch)
+        assert loss(_logits(), _target()).item() == pytest.approx(expected, rel=1e-5)
+    always = WeightedCrossEntropy(class_counts=COUNTS)  # drw_epoch=None: weighted throughout
+    assert always(_logits(), _target()).item() == pytest.approx(weighted, rel=1e-5)
+    with pytest.raises(ConfigError, match=r"^loss\.drw_epoch=-1: "):
+        WeightedCrossEntropy(class_counts=COUNTS, drw_epoch=-1)
 
 
 @pytest.mark.parametrize("tau", [1.0, 0.5])

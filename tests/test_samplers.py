@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import random
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from imblab.config import instantiate
 from imblab.errors import ConfigError
 from imblab.samplers import (
     ClassAwareSampler,
+    ClassUniformSampler,
     EpochSampler,
     RebalancingSampler,
     SequentialShard,
@@ -55,10 +58,13 @@ def sampler(kind: str, labels: torch.Tensor, **kw) -> RebalancingSampler:
     kw.setdefault("rank", 0)
     if kind == "class_aware":
         return ClassAwareSampler(labels, **kw)
+    if kind == "class_uniform":
+        return ClassUniformSampler(labels, **kw)
     return WeightedClassSampler(labels, scheme=kind, **kw)
 
 
-KINDS = ["inverse", "sqrt", "effective", "class_aware"]
+KINDS = ["inverse", "sqrt", "effective", "class_aware", "class_uniform"]
+CLASS_BALANCED = ("class_aware", "class_uniform")
 
 
 @pytest.mark.parametrize("scheme", ["inverse", "sqrt", "effective"])
@@ -79,7 +85,7 @@ def test_long_draw_matches_the_target_class_distribution(kind: str) -> None:
     s = sampler(kind, labels, seed=3, num_samples=200_000)
     drawn = labels[torch.tensor(list(s))]
     freq = torch.bincount(drawn, minlength=len(COUNTS)).double() / len(drawn)
-    if kind == "class_aware":
+    if kind in CLASS_BALANCED:
         target = torch.full((len(COUNTS),), 1 / len(COUNTS), dtype=torch.float64)
     else:
         target = target_class_probs(kind, COUNTS)
@@ -88,9 +94,9 @@ def test_long_draw_matches_the_target_class_distribution(kind: str) -> None:
         torch.testing.assert_close(freq, torch.full_like(freq, 0.2), atol=0.006, rtol=0.0)
 
 
-def test_class_aware_picks_classes_uniformly_and_members_uniformly() -> None:
+def test_class_uniform_picks_classes_uniformly_and_members_uniformly() -> None:
     labels = make_labels([1000, 20, 5])
-    s = ClassAwareSampler(labels, seed=1, num_samples=60_000, num_replicas=1, rank=0)
+    s = ClassUniformSampler(labels, seed=1, num_samples=60_000, num_replicas=1, rank=0)
     drawn = torch.tensor(list(s))
     freq = torch.bincount(labels[drawn], minlength=3).double() / len(drawn)
     torch.testing.assert_close(
@@ -122,6 +128,90 @@ def test_deterministic_by_seed_and_epoch(kind: str) -> None:
     assert all(0 <= i < len(labels) for i in draw(5, 0))
 
 
+def official_class_aware(labels: list[int], num_samples_cls: int, seed: int) -> list[int]:
+    """facebookresearch/classifier-balancing ``data/ClassAwareSampler.py``, transcribed (one
+    epoch; its ``RandomCycleIter`` shuffles with ``random``, here seeded)."""
+    rng = random.Random(seed)
+
+    class RandomCycleIter:
+        def __init__(self, data: Iterable[int]) -> None:
+            self.data_list = list(data)
+            self.length = len(self.data_list)
+            self.i = self.length - 1
+
+        def __next__(self) -> int:
+            self.i += 1
+            if self.i == self.length:
+                self.i = 0
+                rng.shuffle(self.data_list)
+            return self.data_list[self.i]
+
+    num_classes = len(set(labels))
+    class_iter = RandomCycleIter(range(num_classes))
+    cls_data_list: list[list[int]] = [[] for _ in range(num_classes)]
+    for i, label in enumerate(labels):
+        cls_data_list[label].append(i)
+    data_iter_list = [RandomCycleIter(x) for x in cls_data_list]
+    n = max(len(x) for x in cls_data_list) * len(cls_data_list)
+    out, i, j = [], 0, 0
+    temp: tuple[int, ...] = ()
+    while i < n:
+        if j >= num_samples_cls:
+            j = 0
+        if j == 0:
+            it = data_iter_list[next(class_iter)]
+            temp = tuple(next(it) for _ in range(num_samples_cls))
+        out.append(temp[j])
+        i += 1
+        j += 1
+    return out
+
+
+def assert_class_aware_structure(draw: list[int], labels: list[int], k: int) -> None:
+    """What classifier-balancing's sampler guarantees: blocks of ``k`` draws of one class; the
+    blocks' classes in passes holding every class once; each class's draws in passes through
+    its members without repetition."""
+    num_classes = max(labels) + 1
+    blocks = [draw[i : i + k] for i in range(0, len(draw), k)]
+    block_classes = []
+    for block in blocks:
+        assert len({labels[i] for i in block}) == 1, block
+        block_classes.append(labels[block[0]])
+    for start in range(0, len(block_classes), num_classes):
+        one_pass = block_classes[start : start + num_classes]
+        assert len(set(one_pass)) == len(one_pass)
+    for c in range(num_classes):
+        members = [i for i, y in enumerate(labels) if y == c]
+        mine = [i for i in draw if labels[i] == c]
+        for start in range(0, len(mine), len(members)):
+            chunk = mine[start : start + len(members)]
+            assert len(set(chunk)) == len(chunk) and set(chunk) <= set(members)
+
+
+@pytest.mark.parametrize("k", [1, 3, 4])
+def test_class_aware_follows_classifier_balancing(k: int) -> None:
+    counts = [50, 20, 7, 3, 1]
+    labels = make_labels(counts)
+    s = ClassAwareSampler(labels, num_samples_cls=k, seed=3, num_replicas=1, rank=0)
+    official = official_class_aware(labels.tolist(), k, seed=3)
+    assert len(s) == len(official) == max(counts) * len(counts)  # epoch = largest class x C
+    assert_class_aware_structure(official, labels.tolist(), k)  # the checker fits the original
+    for epoch in range(3):
+        s.set_epoch(epoch)
+        draw = s.global_draw().tolist()
+        assert_class_aware_structure(draw, labels.tolist(), k)
+        # as in the original, the classes' shares differ by less than one visit (k draws)
+        freq = torch.bincount(labels[draw], minlength=len(counts))
+        official_freq = torch.bincount(labels[official], minlength=len(counts))
+        assert int(freq.max() - freq.min()) <= k
+        assert int(official_freq.max() - official_freq.min()) <= k
+
+
+def test_class_aware_bad_num_samples_cls_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"^sampler\.num_samples_cls=0: "):
+        ClassAwareSampler(make_labels(), num_samples_cls=0)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("world", [2, 3])
 @pytest.mark.parametrize("num_samples", [None, 100, 101])
@@ -129,7 +219,8 @@ def test_ddp_shares_are_disjoint_slices_of_one_global_draw(
     kind: str, world: int, num_samples: int | None
 ) -> None:
     labels = make_labels()
-    epoch_length = num_samples or len(labels)
+    default = max(COUNTS) * len(COUNTS) if kind == "class_aware" else len(labels)
+    epoch_length = num_samples or default
     shares, draws = [], []
     for rank in range(world):
         s = sampler(kind, labels, seed=11, num_samples=num_samples, num_replicas=world, rank=rank)
@@ -191,7 +282,7 @@ def test_an_empty_training_class_is_a_config_error(kind: str) -> None:
     message = str(err.value)
     assert "\n" not in message and "class 1 has no training samples" in message
     assert "sampler=none" in message
-    if kind != "class_aware":
+    if kind not in CLASS_BALANCED:
         assert message.startswith(f"sampler.scheme='{kind}':")
     # an empty class at the end of the range is only visible through num_classes
     with pytest.raises(ConfigError, match="class 3 has no training samples"):
@@ -215,7 +306,7 @@ def test_every_sampler_config_composes_and_builds(compose_cfg, name: str) -> Non
     factory = instantiate(cfg.sampler)
     s = factory(labels=make_labels(), seed=cfg.seed, num_replicas=1, rank=0)
     assert isinstance(s, RebalancingSampler)
-    assert len(s) == sum(COUNTS)
+    assert len(s) == (max(COUNTS) * len(COUNTS) if name == "class_aware" else sum(COUNTS))
     # every option is documented by a comment line above it
     lines = text.splitlines()
     for i, line in enumerate(lines):

@@ -6,7 +6,8 @@ the loss (and of its mean) exactly like :func:`torch.nn.functional.cross_entropy
 which every target is ignored gives a loss of 0. Every loss takes the keyword argument
 ``class_counts`` (per-class training counts; the training pipeline adds it from the
 datamodule) and has ``set_epoch(epoch)``, which the model calls at the start of every training
-epoch (it only matters for deferred re-weighting, :class:`LDAM` with ``drw_epoch``).
+epoch (it only matters for deferred re-weighting: ``drw_epoch`` of :class:`LDAM` and
+:class:`WeightedCrossEntropy`).
 
 Per-class quantities are buffers (``.to(device)`` / ``.to(torch.float64)`` move them) and the
 loss is computed in float32 (or float64 if the logits are float64) with autocast disabled.
@@ -97,6 +98,17 @@ def _check_ignore_index(value: int | None) -> int:
     return int(value)
 
 
+def _check_drw_epoch(value: int | None) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise _fail(
+            "drw_epoch",
+            value,
+            "must be an integer >= 0 or null",
+            "set loss.drw_epoch to e.g. 160 (of 200 epochs), or null to turn DRW off",
+        )
+    return value
+
+
 class ImbalanceLoss(nn.Module):
     """Base class: holds the per-class training counts ``class_counts`` (a float buffer of
     shape (C,)), the ``ignore_index`` and a no-op :meth:`set_epoch`.
@@ -108,6 +120,8 @@ class ImbalanceLoss(nn.Module):
     """
 
     class_counts: Tensor | None
+    drw_epoch: int | None = None
+    """The epoch from which deferred re-weighting is on (None: the loss has none)."""
 
     def __init__(
         self,
@@ -162,6 +176,11 @@ class ImbalanceLoss(nn.Module):
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the model at the start of every training epoch; a no-op here."""
+
+    @property
+    def head_bias_init(self) -> float | None:
+        """The initial bias the loss wants on the classifier's last layer (None: keep it)."""
+        return None
 
     # ---- helpers shared by the subclasses -------------------------------------------------
 
@@ -261,10 +280,18 @@ class WeightedCrossEntropy(ImbalanceLoss):
 
     normalised so that ``sum_c w_c = C``.
 
+    Deferred re-weighting (Cao et al. 2019, the ``Reweight`` and ``DRW`` train rules of
+    ``kaidic/LDAM-DRW`` ``cifar_train.py``, with ``nn.CrossEntropyLoss(weight=...)``, the same
+    weighted mean): with ``drw_epoch`` the loss is plain cross-entropy before epoch
+    ``drw_epoch`` (0-based; the official 160 of 200) and weighted from it on (CE-DRW);
+    ``None``: weighted from the start. Difference: Cui et al.'s official class-balanced softmax
+    (``richardaecn/class-balanced-loss``) divides the weighted sum by N, not by the weight sum.
+
     Args:
         class_counts: training samples per class.
         scheme: ``"inverse"`` or ``"effective"``.
         beta: effective-number beta in [0, 1) (only for ``scheme="effective"``).
+        drw_epoch: epoch from which the weights apply, or ``None`` for always.
         ignore_index: target value left out of the loss.
     """
 
@@ -276,6 +303,7 @@ class WeightedCrossEntropy(ImbalanceLoss):
         class_counts: Sequence[int],
         scheme: str = "effective",
         beta: float = 0.9999,
+        drw_epoch: int | None = None,
         ignore_index: int | None = DEFAULT_IGNORE_INDEX,
     ) -> None:
         super().__init__(class_counts, ignore_index=ignore_index)
@@ -287,17 +315,24 @@ class WeightedCrossEntropy(ImbalanceLoss):
         else:
             raise _fail("scheme", scheme, "unknown weighting scheme", "use inverse or effective")
         self.scheme = scheme
+        self.drw_epoch = _check_drw_epoch(drw_epoch)
         self.register_buffer("weight", w)
+        self.drw_active = drw_epoch is None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Weights on from ``drw_epoch`` on (always without it)."""
+        self.drw_active = self.drw_epoch is None or epoch >= self.drw_epoch
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return self._ce(logits, target, weight=self.weight)
+        return self._ce(logits, target, weight=self.weight if self.drw_active else None)
 
 
 class FocalLoss(ImbalanceLoss):
     """Softmax focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017):
     ``FL_i = -alpha_{y_i} (1 - p_{y_i})^gamma log p_{y_i}`` with ``p = softmax(z)``, averaged
     over the non-ignored samples (``sum_i FL_i / N_valid``, not weighted by alpha).
-    ``gamma = 0`` and no alpha is plain cross-entropy.
+    ``gamma = 0`` and no alpha is plain cross-entropy. Without alpha it is ``FocalLoss`` of
+    ``kaidic/LDAM-DRW`` (``losses.py``; the CIFAR-LT focal baseline uses ``gamma = 1``).
 
     Args:
         class_counts: training samples per class (only used to check ``alpha``'s length).
@@ -350,22 +385,41 @@ class FocalLoss(ImbalanceLoss):
 
 class ClassBalancedFocal(FocalLoss):
     """Class-balanced focal loss (Cui et al., "Class-Balanced Loss Based on Effective Number of
-    Samples", CVPR 2019): the focal loss of :class:`FocalLoss` with
-    ``alpha_c = (1 - beta) / (1 - beta^n_c)`` normalised to ``sum_c alpha_c = C``, i.e.
-    ``CB_i = -alpha_{y_i} (1 - p_{y_i})^gamma log p_{y_i}``, mean over non-ignored samples.
+    Samples", CVPR 2019; official code ``richardaecn/class-balanced-loss``, ``src/cifar_main.py``
+    ``focal_loss`` and ``model_fn``), with the class weights
+    ``alpha_c = (1 - beta) / (1 - beta^n_c)`` normalised to ``sum_c alpha_c = C``.
 
-    Defaults: ``beta = 0.9999``, ``gamma = 1.0``, the setting Table 2 of the paper reports as
-    best for long-tailed CIFAR-10 at imbalance 100 (the paper tunes gamma over
-    {0.5, 1, 2}; other datasets/imbalances preferred other values). Note the paper's focal
-    loss is the sigmoid (one-vs-all) form; this is the softmax form, as in most later
-    long-tail work (e.g. Cao et al. 2019).
+    * ``form="sigmoid"`` (default, the paper's): one-vs-all sigmoid focal loss over every
+      class, weighted by the weight of the sample's class,
+      ``L = sum_i sum_c alpha_{y_i} (1 - q_ic)^gamma BCE(z_ic, t_ic) / N`` with
+      ``t_ic = [c = y_i]``, ``q_ic = sigmoid(z_ic)`` if ``t_ic`` else ``1 - sigmoid(z_ic)``;
+      the modulator is the official stable ``exp(-gamma t z - gamma log(1 + e^-z))``. The
+      official network initialises the last layer's bias to ``-log(C - 1)`` (prior 1/C per
+      class): :attr:`head_bias_init`, which the training pipeline applies to the backbone's
+      last linear layer.
+    * ``form="softmax"``: ``-alpha_{y_i} (1 - p_{y_i})^gamma log p_{y_i}`` with
+      ``p = softmax(z)``, mean over the N samples, as most later long-tail work uses it (the
+      official ``softmax`` loss type is class-balanced softmax cross-entropy, without focal
+      term).
+
+    Both divide by N, the number of non-ignored samples, as the official code (by the number
+    of positive labels), not by the weight sum. Differences: the official code excludes the
+    last layer's bias from weight decay in the sigmoid form (here every parameter gets the
+    optimizer's weight decay); a head without bias (``model.head=cosine``) gets no
+    bias initialisation (a warning).
+
+    Defaults: ``beta = 0.9999``, ``gamma = 1.0``, the paper's best setting for long-tailed
+    CIFAR-10 at imbalance 100 (Table 2; tuned for the sigmoid form).
 
     Args:
         class_counts: training samples per class.
         beta: effective-number beta in [0, 1).
         gamma: focusing parameter >= 0.
+        form: ``sigmoid`` or ``softmax``.
         ignore_index: target value left out of the loss.
     """
+
+    FORMS = ("sigmoid", "softmax")
 
     def __init__(
         self,
@@ -373,18 +427,44 @@ class ClassBalancedFocal(FocalLoss):
         class_counts: Sequence[int],
         beta: float = 0.9999,
         gamma: float = 1.0,
+        form: str = "sigmoid",
         ignore_index: int | None = DEFAULT_IGNORE_INDEX,
     ) -> None:
         super().__init__(class_counts=class_counts, gamma=gamma, ignore_index=ignore_index)
+        if form not in self.FORMS:
+            raise _fail("form", form, "unknown form", f"use one of {list(self.FORMS)}")
+        self.form = form
         self.beta = check_effective_beta("loss.beta", beta)
         self.register_buffer("alpha", effective_number_weights(self._counts(), self.beta))
+
+    @property
+    def head_bias_init(self) -> float | None:
+        """The official initial bias of the last layer, ``-log(C - 1)``, in the sigmoid form
+        with C > 2 classes (0 for C = 2, which needs no change); None in the softmax form."""
+        c = self.num_classes
+        return -math.log(c - 1) if self.form == "sigmoid" and c is not None and c > 1 else None
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        if self.form == "softmax":
+            return super().forward(logits, target)
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            x, valid, safe = self._prepare(logits, target)
+            t = F.one_hot(safe, x.shape[1]).to(x.dtype)
+            bce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+            if self.gamma:
+                bce = torch.exp(-self.gamma * t * x - self.gamma * F.softplus(-x)) * bce
+            assert self.alpha is not None
+            w = self.alpha.to(x.dtype)[safe] * valid.to(x.dtype)
+            return self._mean(bce.sum(dim=1) * w, valid.sum())
 
 
 class LogitAdjusted(ImbalanceLoss):
     """Logit-adjusted cross-entropy (Menon et al., "Long-Tail Learning via Logit Adjustment",
     ICLR 2021): ``L = -log softmax(z + tau * log pi)_y`` with the class prior
     ``pi_c = n_c / sum_k n_k``; predictions use the raw logits ``z``. Mean over non-ignored
-    samples.
+    samples. As the loss of ``google-research/google-research`` ``logit_adjustment``; with
+    ``tau = 1`` it equals :class:`BalancedSoftmax` (``log pi`` and ``log n`` differ by a
+    constant, which softmax ignores).
 
     Args:
         class_counts: training samples per class.
@@ -415,7 +495,8 @@ class LogitAdjusted(ImbalanceLoss):
 class BalancedSoftmax(ImbalanceLoss):
     """Balanced softmax cross-entropy (Ren et al., "Balanced Meta-Softmax for Long-Tailed
     Visual Recognition", NeurIPS 2020): ``L = -log( n_y e^{z_y} / sum_c n_c e^{z_c} )``, i.e.
-    cross-entropy on ``z + log n``. Mean over non-ignored samples.
+    cross-entropy on ``z + log n``. Mean over non-ignored samples, as
+    ``jiawei-ren/BalancedMetaSoftmax`` (``loss/BalancedSoftmaxLoss.py``).
 
     Args:
         class_counts: training samples per class.
@@ -445,13 +526,18 @@ class LDAM(ImbalanceLoss):
 
     Margins ``m_c = C_m / n_c^(1/4)`` with ``C_m`` chosen so that ``max_c m_c = max_m``; the
     true-class logit is lowered by its margin and the loss is cross-entropy on the scaled
-    logits: ``L = -log softmax(s * (z - m_y e_y))_y``.
+    logits: ``L = -log softmax(s * (z - m_y e_y))_y``, as ``LDAMLoss`` of ``kaidic/LDAM-DRW``
+    (``losses.py``). The paper's ``z`` are cosine similarities in [-1, 1]: its ResNet-32 uses
+    the normalised head ``NormedLinear`` whenever the loss is LDAM
+    (``model.head=cosine``, as the ``*_ldam_drw`` presets set); on a plain linear head
+    a margin is met just by growing the logits, which is not the paper's method.
 
     DRW: before epoch ``drw_epoch`` the loss is unweighted; from ``drw_epoch`` on
     (``set_epoch(epoch)`` with ``epoch >= drw_epoch``) it is weighted by the effective-number
     weights ``w_c ∝ (1 - drw_beta) / (1 - drw_beta^n_c)`` normalised to ``sum_c w_c = C``,
-    with F.cross_entropy's weighted mean ``sum_i w_{y_i} l_i / sum_i w_{y_i}``. The paper
-    uses ``drw_epoch = 160`` of 200 epochs on CIFAR; ``None`` turns DRW off.
+    with F.cross_entropy's weighted mean ``sum_i w_{y_i} l_i / sum_i w_{y_i}`` (the official
+    ``DRW`` train rule: betas ``[0, 0.9999]`` switched at epoch 160 of 200, i.e. unweighted
+    then weighted); ``None`` turns DRW off. No difference to the official loss known.
 
     Args:
         class_counts: training samples per class.
@@ -480,16 +566,7 @@ class LDAM(ImbalanceLoss):
         if isinstance(s, bool) or not isinstance(s, int | float) or not math.isfinite(s) or s <= 0:
             raise _fail("s", s, "must be a finite number > 0", "set loss.s to e.g. 30")
         self.s = float(s)
-        if drw_epoch is not None and (
-            isinstance(drw_epoch, bool) or not isinstance(drw_epoch, int) or drw_epoch < 0
-        ):
-            raise _fail(
-                "drw_epoch",
-                drw_epoch,
-                "must be an integer >= 0 or null",
-                "set loss.drw_epoch to e.g. 160 (of 200 epochs), or null to turn DRW off",
-            )
-        self.drw_epoch = drw_epoch
+        self.drw_epoch = _check_drw_epoch(drw_epoch)
         self.drw_beta = check_effective_beta("loss.drw_beta", drw_beta)
         counts = self._counts().to(torch.float64)
         m = counts.pow(-0.25)

@@ -17,15 +17,18 @@ same seed: a run is reproducible on the same kind of device.)
 - :class:`ShuffleSampler`: a fresh permutation each epoch, padded by its own start to
   ``total_size`` (DistributedSampler's padding); the default without ``sampler=``.
 
-Rebalancing samplers draw *with replacement* from the training split only (validation and test
-are never resampled):
+Rebalancing samplers resample the training split only (validation and test are never
+resampled):
 
 - :class:`WeightedClassSampler`: per-sample weight ``w_{y_i}`` from per-class training counts
   ``n_c`` (``scheme``: ``inverse`` ``1/n_c``, ``sqrt`` ``1/sqrt(n_c)``, ``effective``
   ``(1-beta)/(1-beta^n_c)`` of Cui et al. 2019), drawn with :func:`torch.multinomial`. Class
   ``c`` is drawn with probability ``n_c w_c / sum_k n_k w_k``.
-- :class:`ClassAwareSampler`: each draw picks a class uniformly at random, then a sample
-  uniformly within that class (Shen et al. 2016).
+- :class:`ClassAwareSampler`: classifier-balancing's class-aware sampling: a shuffled cycle of
+  the classes, a shuffled cycle of each class's samples, ``num_samples_cls`` consecutive draws
+  per class visit, epoch ``max_c n_c * C`` (Shen et al. 2016; Kang et al. 2020).
+- :class:`ClassUniformSampler`: each draw picks a class uniformly at random, then a sample
+  uniformly within that class.
 
 Bad options raise :class:`imblab.errors.ConfigError` with a one-line message
 ``sampler.<key>=<value>: <what is wrong>; <how to fix it>``.
@@ -48,6 +51,7 @@ from imblab.errors import ConfigError, config_error
 __all__ = [
     "SCHEMES",
     "ClassAwareSampler",
+    "ClassUniformSampler",
     "EpochSampler",
     "RebalancingSampler",
     "SequentialShard",
@@ -341,9 +345,71 @@ class WeightedClassSampler(RebalancingSampler):
 
 
 class ClassAwareSampler(RebalancingSampler):
-    """Class-aware sampling (Shen et al., "Relay Backpropagation for Effective Learning of Deep
-    Convolutional Neural Networks", ECCV 2016): each draw picks a class uniformly at random,
-    then a training sample uniformly within that class (both with replacement).
+    """Class-aware sampling as ``ClassAwareSampler`` of ``facebookresearch/classifier-balancing``
+    (``data/ClassAwareSampler.py``; Shen et al., "Relay Backpropagation", ECCV 2016): classes
+    come in a cycle through a shuffled class list (reshuffled at every pass), each class's
+    samples in a cycle through its shuffled members (reshuffled at every pass, so without
+    replacement within a pass), and each visit of a class takes ``num_samples_cls``
+    consecutive samples of it. An epoch is ``max_c n_c * C`` draws (``num_samples=None``).
+
+    Differences: the official iterators carry their position and shuffles from one epoch to the
+    next (Python's global ``random``); here every epoch restarts both cycles from a generator
+    seeded with ``seed + epoch`` (reproducible and resumable). Under DDP rank ``r`` takes
+    ``draw[r::world]`` of the one global draw, so a rank's consecutive samples of a class are
+    spread over the ranks. The official default is ``num_samples_cls=1``; its cRT/LWS configs
+    use 4.
+
+    Args:
+        labels, seed, num_classes, num_replicas, rank: see :class:`RebalancingSampler`.
+        num_samples_cls: consecutive draws of a class per visit (>= 1).
+        num_samples: global draws per epoch; ``None`` = ``max_c n_c * C``.
+    """
+
+    def __init__(self, labels: Tensor, *, num_samples_cls: int = 1, **kwargs: Any) -> None:
+        if (
+            isinstance(num_samples_cls, bool)
+            or not isinstance(num_samples_cls, int)
+            or num_samples_cls < 1
+        ):
+            raise _fail("num_samples_cls", num_samples_cls, "not an integer >= 1", "e.g. 4")
+        super().__init__(labels, **kwargs)
+        self._check_no_empty_class("_target_", f"{type(self).__module__}.{type(self).__name__}")
+        self.num_samples_cls = num_samples_cls
+        if kwargs.get("num_samples") is None:  # the official epoch: largest class x C
+            self.epoch_length = int(self.class_counts.max()) * len(self.class_counts)
+            self.num_samples = math.ceil(self.epoch_length / self.num_replicas)
+            self.total_size = self.num_samples * self.num_replicas
+        # members of class c are by_class[starts[c] : starts[c] + counts[c]]
+        self.by_class = torch.argsort(self.labels, stable=True)
+        self.starts = torch.cumsum(self.class_counts, 0) - self.class_counts
+
+    def global_draw(self, device: torch.device | str = "cpu") -> Tensor:
+        """Block ``j`` (``num_samples_cls`` draws) is of class ``order[j]``, the class cycle;
+        it is class c's ``q = j // C``-th visit (each pass holds every class once), so it takes
+        positions ``q k .. q k + k - 1`` of c's member cycle."""
+        t = self._tables(device, by_class=self.by_class, starts=self.starts)
+        g = self.generator(device)
+        k, n_classes = self.num_samples_cls, len(self.class_counts)
+        blocks = math.ceil(self.total_size / k)
+        passes = math.ceil(blocks / n_classes)
+        keys = torch.rand(passes, n_classes, device=device, generator=g)
+        order = keys.argsort(dim=1).flatten()[:blocks]
+        length = passes * k  # the most draws any class gets
+        streams = torch.empty(n_classes, length, dtype=torch.long, device=device)
+        for c, n in enumerate(self.class_counts.tolist()):
+            cycles = torch.rand(math.ceil(length / n), n, device=device, generator=g)
+            streams[c] = cycles.argsort(dim=1).flatten()[:length]
+        block = torch.arange(blocks, device=device)
+        pos = (block // n_classes * k)[:, None] + torch.arange(k, device=device)
+        member = streams[order[:, None], pos]
+        draw = t["by_class"][t["starts"][order][:, None] + member].flatten()
+        return draw[: self.total_size]
+
+
+class ClassUniformSampler(RebalancingSampler):
+    """Each draw picks a class uniformly at random, then a training sample uniformly within
+    that class, both with replacement (imblab's earlier ``class_aware``; a simplification of
+    :class:`ClassAwareSampler`, whose cycles draw without replacement).
 
     Args: those of :class:`RebalancingSampler`.
     """
