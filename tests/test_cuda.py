@@ -115,7 +115,7 @@ class Probe(Callback):
         self.seen["channels_last"] = pl_module.channels_last  # type: ignore[attr-defined]
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.seen["counts"] = pl_module.counts["val"].confmat.device.type  # type: ignore[index]
+        self.seen["counts"] = pl_module.count_state("val").confmat.device.type  # type: ignore[operator]
 
 
 @pytest.mark.parametrize("sampler", ["none", "inverse"])

@@ -189,10 +189,11 @@ class NoCounts(Callback):
     """Switch the model's count updates off for one validation (the epoch without metrics)."""
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        pl_module.counts["val"].update = lambda preds, target: None  # type: ignore[index]
+        state = pl_module.count_state("val")  # type: ignore[operator]
+        state.update = lambda preds, target, ids=None: None
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        del pl_module.counts["val"].update  # type: ignore[index]
+        del pl_module.count_state("val").update  # type: ignore[operator]
 
 
 def validation_epochs(cfg: DictConfig, repeats: int) -> dict[str, float]:

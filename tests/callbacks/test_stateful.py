@@ -66,10 +66,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_plugins_log_their_tags_and_survive_resume(trained: Path) -> None:
     metrics = json.loads((trained / "metrics.json").read_text())["metrics"]
     for stage in ("val", "test"):
-        for tag in (*CalibrationMetrics().tags(stage), *TopKAccuracy().tags(stage)):
+        for tag in (*CalibrationMetrics().tags(stage, []), *TopKAccuracy().tags(stage, [])):
             assert 0.0 <= metrics[tag] <= 1.0, tag
         assert f"{stage}/accuracy/0" in metrics and f"{stage}/specificity/9" in metrics
-    acc = EventAccumulator(str(trained / "tensorboard"), size_guidance={"images": 0})
+    (events_dir,) = {p.parent for p in (trained / "tensorboard").rglob("events.out.tfevents.*")}
+    acc = EventAccumulator(str(events_dir), size_guidance={"images": 0})
     acc.Reload()
     assert {"val/reliability", "test/reliability"} <= set(acc.Tags()["images"])
     assert len(acc.Scalars("val/ece")) == 2  # epoch 0, then epoch 1 after the resume
@@ -139,6 +140,56 @@ def test_checkpoints_load_across_plugin_sets() -> None:
     assert float(same.eval_state("test", "calibration").count.sum()) == 8  # restored
 
 
+def test_counts_bootstrap_and_plugins_are_one_kind_of_state() -> None:
+    """The count state and the bootstrap are evaluation states like a plugin's: registered in
+    ``eval_states``, updated with ``(preds, target, ids)``, reset together; the plugin names
+    the model uses are refused."""
+    model = Classifier(
+        backbone=nn.Linear(4, 3),
+        optimizer=torch.optim.SGD,
+        num_classes=3,
+        class_names="abc",
+        bootstrap=4,
+    )
+    model.add_eval_state(
+        "topk", lambda: TopKAccuracy([2]).make_state(EvalInputs(3, "logits", None))
+    )
+    for stage in ("val", "test"):
+        assert list(model.eval_states[stage]) == ["counts", "bootstrap", "topk"]
+        assert model.count_state(stage) is model.eval_state(stage, "counts")
+        assert model.bootstrap_state(stage) is model.eval_state(stage, "bootstrap")
+    assert model.count_state("val").binned and not model.count_state("test").binned
+    x, y = torch.randn(7, 4), torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    model._eval_step("test", (x, y, torch.arange(7)))
+    assert int(model.count_state("test").compute().confmat.sum()) == 7
+    assert int(model.bootstrap_state("test").compute()[0].sum()) >= 0
+    model._eval_epoch_start("test")
+    assert int(model.count_state("test").confmat.sum()) == 0
+    assert int(model.eval_state("test", "topk").total) == 0
+    with pytest.raises(ValueError, match="model's own state"):
+        model.add_eval_state(
+            "counts", lambda: TopKAccuracy([2]).make_state(EvalInputs(3, "logits", None))
+        )
+    with pytest.raises(ValueError, match="sample ids"):
+        model._eval_step("val", (x, y))
+
+
+def test_a_plugin_alone_runs_without_count_callbacks(compose_cfg, tmp_path: Path) -> None:
+    """With no callback reading the counts, the model still counts its CPU-buffered batches
+    inside the evaluation loop (they once failed at teardown, outside inference mode)."""
+    cfg = compose_cfg(
+        *FAST,
+        "metrics=[calibration]",
+        "monitor.metric=val/ece",
+        "monitor.mode=min",
+        "logger=none",
+        "model.counts.test_thresholds=200",  # binned: buffered on the CPU
+    )
+    train(cfg)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    assert {"val/ece", "test/ece"} <= set(metrics)
+
+
 PLUGIN = """
 import torch
 from torchmetrics import Metric
@@ -165,8 +216,8 @@ class MyMetric(StatefulMetric):
     def make_state(self, inputs):
         return Hits()
 
-    def tags(self, stage):
-        return [f"{stage}/my_accuracy"]
+    def scalar_names(self, class_names):
+        return ["my_accuracy"]
 
     def scalars(self, value, class_names):
         return {"my_accuracy": float(value)}

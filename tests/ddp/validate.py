@@ -67,7 +67,7 @@ def main() -> None:
         enable_model_summary=False,
     )
     trainer.validate(model, datamodule=Logits(int(n), num_classes), verbose=False)
-    state = model.counts["val"]
+    state = model.count_state("val")
     total = int(state.compute().confmat.sum())
     if trainer.is_global_zero:
         logged = {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 
 from imblab.errors import ConfigError
 from imblab.metrics import Counts, CountState
-from imblab.metrics.counts import LOGIT_RANGE, _upper_bounds, grid_bins, threshold_grid
+from imblab.metrics.counts import (
+    LOGIT_RANGE,
+    MAX_SAMPLES,
+    _upper_bounds,
+    grid_bins,
+    threshold_grid,
+)
 from imblab.metrics.functional import auroc, average_precision
 
 from .conftest import make_predictions
@@ -169,7 +175,12 @@ def test_grid_bins_equal_bucketize(t, dtype):
             ]
         ).reshape(-1, 2)
         expected = torch.bucketize(scores, grid, right=True).view(-1) - 1
-        assert torch.equal(grid_bins(scores, _upper_bounds(grid.double(), dtype)), expected)
+        got = grid_bins(scores, _upper_bounds(grid.double(), dtype))
+        assert got.dtype == torch.int32 and torch.equal(got.long(), expected)
+        # the accelerator path: bucketize over t_1 .. t_{T-1} (run here on CPU tensors)
+        inner = _upper_bounds(grid.double(), dtype)[:-1]
+        on_device = torch.bucketize(scores, inner, out_int32=True, right=True).view(-1)
+        assert torch.equal(on_device.long(), expected)
 
 
 @pytest.mark.filterwarnings("ignore:The ``compute`` method")
@@ -178,19 +189,72 @@ def test_bad_batches_are_flagged_on_device_without_raising():
     masked (exercised here on CPU tensors; test_cuda_* runs it on a GPU)."""
     state = CountState(3, input="probs", ignore_index=-100)
     probs = torch.full((4, 3), 1 / 3)
-    keep = state._flag_bad_batch(probs, torch.tensor([0, -100, 2, 1]))
-    assert keep.tolist() == [True, False, True, True]
+    counted, keep = state._flag_bad_batch(probs, torch.tensor([0, -100, 2, 1]))
+    assert keep is not None and keep.tolist() == [True, False, True, True]
+    assert counted.tolist() == [0, 0, 2, 1]
     assert state.first_bad_batch.item() == torch.iinfo(torch.int64).max
     state.num_batches += 3
     bad = probs.clone()
     bad[1, 1] = -0.5
     state._flag_bad_batch(bad, torch.tensor([0, 1, 2, 1]))
     state.num_batches += 1
-    keep = state._flag_bad_batch(probs, torch.tensor([0, 3, -1, -100]))
-    assert keep.tolist() == [True, False, False, False]
+    counted, keep = state._flag_bad_batch(probs, torch.tensor([0, 3, -1, -100]))
+    assert keep is not None and keep.tolist() == [True, True, True, False]
+    assert counted.tolist() == [0, 2, 0, 0]  # in range whatever the target: never read
     assert state.first_bad_batch.item() == 3
     with pytest.raises(ValueError, match=bad_batch_message("", 3)):
         state.compute()
+
+
+@pytest.mark.filterwarnings("ignore:The ``compute`` method")
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_bad_logits_are_flagged_on_device(value):
+    state = CountState(3, input="logits")
+    logits = torch.zeros(4, 3)
+    state._flag_bad_batch(logits, torch.tensor([0, 1, 2, 1]))
+    assert state.first_bad_batch.item() == torch.iinfo(torch.int64).max
+    logits[2, 1] = value
+    state.num_batches += 1
+    state._flag_bad_batch(logits, torch.tensor([0, 1, 2, 1]))
+    assert state.first_bad_batch.item() == 1
+
+
+def test_counts_are_int32_states_and_int64_results(batch_data):
+    state = CountState(5, input="probs")
+    assert state.confmat.dtype == torch.int32 and state.hist.dtype == torch.int32
+    counts = stream(state, *batch_data, batch=100)
+    assert counts.confmat.dtype == torch.int64
+    assert counts.hist is not None and counts.hist.dtype == torch.int64
+
+
+def test_state_of_8142_classes_is_under_300_mib():
+    """iNaturalist 2018's C with the default grid: the bytes of the state's tensors."""
+    state = CountState(num_classes=8142, thresholds=200)
+    tensors = [t for t in state.metric_state.values() if isinstance(t, torch.Tensor)]
+    assert sum(t.element_size() * t.numel() for t in tensors) < 300 * 2**20
+
+
+def test_more_samples_than_int32_counts_allow_raise_before_counting():
+    state = CountState(3, input="probs", stage="val")
+    probs, target = torch.full((4, 3), 1 / 3), torch.tensor([0, 1, 2, 1])
+    state.update(probs, target)
+    state._samples = MAX_SAMPLES - 4  # as if 2^31 - 5 samples had been counted
+    state.update(probs, target)  # exactly MAX_SAMPLES: still exact
+    with pytest.raises(ValueError, match=r"^CountState\(stage='val'\): more than 2,147,483,647"):
+        state.update(probs[:1], target[:1])
+    assert int(state.compute().confmat.sum()) == 8
+    state.reset()
+    state.update(probs[:1], target[:1])
+    assert state._samples == 1
+
+
+def test_forward_keeps_the_sample_count(batch_data):
+    p, y = batch_data
+    state = CountState(5, input="probs")
+    state.update(p[:100], y[:100])
+    state(p[100:300], y[100:300])  # forward: batch value + global update
+    assert state._samples == 300
+    assert int(state.compute().confmat.sum()) == 300
 
 
 def test_argmax_ties_go_to_the_lowest_index():

@@ -346,3 +346,63 @@ def test_summarize_keys_and_types():
         summarize(counts_of(p, y, 200), class_names=["cat"])
     with pytest.raises(ConfigError, match=r"^betas="):
         summarize(counts_of(p, y, 200), betas=())
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=predictions(max_n=150), zero_division=st.sampled_from(ZERO_DIVISIONS))
+def test_summarize_matches_sklearn(data, zero_division):
+    """Every value of summarize (exact mode, one-vs-rest keys) against scikit-learn or, for the
+    one-vs-rest accuracy and specificity, a direct NumPy count."""
+    p, y, c = data
+    names = [f"k{i}" for i in range(c)]
+    got = summarize(
+        counts_of(p, y, None), zero_division=zero_division, class_names=names, one_vs_rest=True
+    )
+    pred = p.argmax(axis=1)
+    expected: dict[str, float] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for beta in (0.5, 1.0, 2.0):
+            for average in ("macro", "micro", "weighted"):
+                prec, rec, f, _ = skm.precision_recall_fscore_support(
+                    y, pred, beta=beta, average=average, zero_division=zero_division
+                )
+                expected.update({f"precision_{average}": prec, f"recall_{average}": rec})
+                expected[f"f{beta:g}_{average}"] = f
+            prec, rec, f, support = skm.precision_recall_fscore_support(
+                y, pred, beta=beta, labels=range(c), average=None, zero_division=zero_division
+            )
+            for k, name in enumerate(names):
+                expected[f"f{beta:g}/{name}"] = f[k]
+                if beta == 0.5:
+                    expected[f"precision/{name}"] = prec[k]
+                    expected[f"recall/{name}"] = rec[k]
+                    expected[f"support/{name}"] = support[k]
+        expected["accuracy"] = skm.accuracy_score(y, pred)
+        expected["balanced_accuracy"] = skm.balanced_accuracy_score(y, pred)
+        positives = np.bincount(y, minlength=c)
+        areas = {"auroc": np.full(c, np.nan), "ap": np.full(c, np.nan)}
+        for k, name in enumerate(names):
+            yk = y == k
+            if 0 < yk.sum() < len(y):
+                areas["auroc"][k] = skm.roc_auc_score(yk, p[:, k])
+            if yk.any():
+                areas["ap"][k] = skm.average_precision_score(yk, p[:, k])
+            tp = np.sum(yk & (pred == k))
+            fp, fn = np.sum(~yk & (pred == k)), np.sum(yk & (pred != k))
+            tn = len(y) - tp - fp - fn
+            expected[f"accuracy/{name}"] = (tp + tn) / len(y)
+            expected[f"specificity/{name}"] = tn / (tn + fp) if tn + fp else math.nan
+        for key, values in areas.items():
+            defined = ~np.isnan(values)
+            expected[f"{key}_num_defined"] = float(defined.sum())
+            expected[f"{key}_macro"] = values[defined].mean() if defined.any() else math.nan
+            w = positives[defined]
+            expected[f"{key}_weighted"] = (
+                (values[defined] * w).sum() / w.sum() if w.sum() else expected[f"{key}_macro"]
+            )
+            for k, name in enumerate(names):
+                expected[f"{key}/{name}"] = values[k]
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        assert same(got[key], value, tol=1e-10), (key, got[key], value)

@@ -17,10 +17,20 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from matplotlib.figure import Figure
 
 from imblab.callbacks.contract import EvaluatedModel, evaluated_model
-from imblab.metrics.counts import Counts
+from imblab.metrics.counts import Counts, threshold_grid
 from imblab.tensorboard import rank_zero_writer
 
-__all__ = ["FigureMetric", "MetricCallback", "ScalarMetric", "publish_scalars"]
+__all__ = ["FigureMetric", "MetricCallback", "ScalarMetric", "empty_counts", "publish_scalars"]
+
+
+def empty_counts(num_classes: int) -> Counts:
+    """The counts of a stage that saw no sample (binned, two bins): what a callback's
+    :meth:`MetricCallback.tags` can run its math on to learn the keys it logs."""
+    return Counts(
+        torch.zeros(num_classes, num_classes, dtype=torch.int64),
+        thresholds=threshold_grid(2),
+        hist=torch.zeros(num_classes, 2, 2, dtype=torch.int64),
+    )
 
 
 def publish_scalars(trainer: Trainer, values: dict[str, float]) -> None:
@@ -82,6 +92,14 @@ class MetricCallback(Callback):
         """Log what this callback derives from ``counts`` (``model``: the module evaluated)."""
         raise NotImplementedError
 
+    def tags(
+        self, stage: str, class_names: Sequence[str], train_counts: Sequence[int] = ()
+    ) -> list[str]:
+        """The scalar tags this callback publishes for ``stage`` with these classes and training
+        class counts (checked against ``monitor.metric`` before training); none by default
+        (figures only)."""
+        return []
+
 
 class ScalarMetric(MetricCallback):
     """Base class for scalar metrics: :meth:`scalars` values are logged as ``<stage>/<name>``.
@@ -93,6 +111,15 @@ class ScalarMetric(MetricCallback):
     def scalars(self, counts: Counts, class_names: list[str]) -> dict[str, float]:
         """Named values derived from the counts."""
         raise NotImplementedError
+
+    def tags(
+        self, stage: str, class_names: Sequence[str], train_counts: Sequence[int] = ()
+    ) -> list[str]:
+        """``<stage>/<key>`` for every key :meth:`scalars` returns (run on empty counts)."""
+        if stage not in self.stages:
+            return []
+        names = list(class_names)
+        return [f"{stage}/{k}" for k in self.scalars(empty_counts(len(names)), names)]
 
     def log_counts(
         self,

@@ -45,8 +45,8 @@ class CalibrationMetrics(StatefulMetric):
             ignore_index=inputs.ignore_index,
         )
 
-    def tags(self, stage: str) -> list[str]:
-        return [f"{stage}/ece", f"{stage}/classwise_ece"]
+    def scalar_names(self, class_names: Sequence[str]) -> list[str]:
+        return ["ece", "classwise_ece"]
 
     def scalars(self, value: Calibration, class_names: list[str]) -> dict[str, float]:
         return {"ece": value.ece(), "classwise_ece": value.classwise_ece()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from lightning.pytorch import Trainer
 
 from imblab.callbacks.base import MetricCallback, publish_scalars
@@ -68,3 +69,18 @@ class BootstrapIntervals(MetricCallback):
     ) -> None:
         values = self.intervals(model, stage, class_names)
         publish_scalars(trainer, {f"{stage}/{k}": v for k, v in values.items()})
+
+    def tags(
+        self, stage: str, class_names: Sequence[str], train_counts: Sequence[int] = ()
+    ) -> list[str]:
+        """The interval tags logged when the model keeps a bootstrap (``model.bootstrap=B``)."""
+        if stage not in self.stages:
+            return []
+        c = len(class_names)
+        replicates = replicate_scores(
+            torch.zeros(2, c, c, dtype=torch.int64),
+            betas=self.betas,
+            zero_division=self.zero_division,
+            class_names=list(class_names),
+        )
+        return [f"{stage}/{k}" for k in percentile_intervals(replicates, self.confidence)]

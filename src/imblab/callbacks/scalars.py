@@ -1,28 +1,51 @@
-"""Scalar metric callbacks: the classification report's scalars and the two-class scores."""
+"""Scalar metric callbacks: the classification report's scalars, the many/medium/few-shot
+group scores, and the two-class scores."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
+import torch
 from lightning.pytorch import Trainer
 
-from imblab.callbacks.base import MetricCallback, ScalarMetric, publish_scalars
+from imblab.callbacks.base import MetricCallback, ScalarMetric, empty_counts, publish_scalars
 from imblab.callbacks.contract import EvaluatedModel
+from imblab.errors import config_error
 from imblab.metrics.counts import Counts
-from imblab.metrics.functional import binary_scores, summarize
+from imblab.metrics.functional import binary_scores, per_class_prf, summarize
+from imblab.metrics.groups import group_members, group_scores, shot_groups
+from imblab.tensorboard import rank_zero_writer
 
-__all__ = ["BinaryScores", "ClassificationScalars", "binary_scalars"]
+__all__ = ["BinaryScores", "ClassificationScalars", "binary_scalars", "worst_classes_table"]
+
+_KEY = "metrics.scalars"
 
 
 class ClassificationScalars(ScalarMetric):
     """Precision, recall and F-beta (per class, macro, micro, weighted), accuracy, balanced
     accuracy, AUROC and AP (per class, macro, weighted), and per class the one-vs-rest accuracy
-    and specificity: the keys of :func:`~imblab.metrics.functional.summarize` (``one_vs_rest``).
+    and specificity: the keys of :func:`~imblab.metrics.functional.summarize` (``one_vs_rest``);
+    plus, when the model knows its training class counts, the many/medium/few-shot group
+    scores ``accuracy_<group>`` and ``f1_macro_<group>`` (:mod:`~imblab.metrics.groups`; the
+    recall of a class without samples in the split and the F1 of a class neither in its targets
+    nor predicted are undefined and left out; a group with nothing defined logs nothing).
+
+    With more than ``per_class_max_classes`` classes the per-class values still reach
+    ``trainer.callback_metrics`` (so ``metrics.json``) but not the loggers: TensorBoard gets the
+    averages, the group scores and, on rank 0, the text table ``<stage>/worst_classes`` of the
+    ``worst_k`` classes with the lowest F1 and with the lowest recall.
 
     Args:
         betas: the F-beta scores to log (``f0.5_*``, ``f1_*``, ``f2_*``).
         zero_division: value of an undefined precision, recall or F (0, 1 or nan).
         per_class: also log ``<stage>/<metric>/<class_name>`` for every class.
+        many_above: a class with more training samples is ``many``-shot.
+        few_below: a class with fewer training samples is ``few``-shot (else ``medium``).
+        per_class_max_classes: above this many classes, per-class values skip the loggers.
+        worst_k: classes in each worst-classes table.
     """
 
     def __init__(
@@ -31,11 +54,32 @@ class ClassificationScalars(ScalarMetric):
         zero_division: float = 0.0,
         per_class: bool = True,
         stages: Sequence[str] = ("val", "test"),
+        many_above: int = 100,
+        few_below: int = 20,
+        per_class_max_classes: int = 100,
+        worst_k: int = 10,
     ) -> None:
         super().__init__(stages=stages)
+        for key, value in (("many_above", many_above), ("few_below", few_below)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise config_error(f"{_KEY}.{key}", value, "not an int >= 0", "use e.g. 100 / 20")
+        if few_below > many_above + 1:
+            raise config_error(
+                f"{_KEY}.few_below",
+                few_below,
+                f"above many_above + 1 = {many_above + 1}: the groups would overlap",
+                "use few_below <= many_above (the standard split: many_above=100, few_below=20)",
+            )
+        for key, value in (("per_class_max_classes", per_class_max_classes), ("worst_k", worst_k)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise config_error(f"{_KEY}.{key}", value, "not an int >= 1", "use e.g. 100 / 10")
         self.betas = tuple(float(b) for b in betas)
         self.zero_division = float(zero_division)
         self.per_class = per_class
+        self.many_above = many_above
+        self.few_below = few_below
+        self.per_class_max_classes = per_class_max_classes
+        self.worst_k = worst_k
 
     def scalars(self, counts: Counts, class_names: list[str]) -> dict[str, float]:
         values = summarize(
@@ -48,6 +92,105 @@ class ClassificationScalars(ScalarMetric):
         if not self.per_class:
             values = {k: v for k, v in values.items() if "/" not in k}
         return values
+
+    def tags(
+        self, stage: str, class_names: Sequence[str], train_counts: Sequence[int] = ()
+    ) -> list[str]:
+        """The summary tags, and ``<stage>/accuracy_<group>`` / ``f1_macro_<group>`` of every
+        group the training counts fill."""
+        tags = super().tags(stage, class_names, train_counts)
+        if tags:
+            for group in dict.fromkeys(self.groups(train_counts)):
+                tags += [f"{stage}/accuracy_{group}", f"{stage}/f1_macro_{group}"]
+        return tags
+
+    def groups(self, train_counts: Sequence[int]) -> list[str]:
+        """The shot group of every class (empty when the training counts are unknown)."""
+        if not train_counts:
+            return []
+        return shot_groups(train_counts, self.many_above, self.few_below)
+
+    def group_record(
+        self, class_names: Sequence[str], train_counts: Sequence[int]
+    ) -> dict[str, Any] | None:
+        """What ``metrics.json`` records of the groups: the thresholds and each group's class
+        names (None when the training counts are unknown)."""
+        groups = self.groups(train_counts)
+        if not groups:
+            return None
+        return {
+            "many_above": self.many_above,
+            "few_below": self.few_below,
+            "classes": group_members(groups, list(class_names)),
+        }
+
+    def log_counts(
+        self,
+        stage: str,
+        counts: Counts,
+        class_names: list[str],
+        trainer: Trainer,
+        model: EvaluatedModel,
+    ) -> None:
+        values = {f"{stage}/{k}": float(v) for k, v in self.scalars(counts, class_names).items()}
+        precision, recall, f1, support = per_class_prf(counts.confmat, 1.0, self.zero_division)
+        groups = self.groups(model.train_counts)
+        if groups:
+            present = support > 0
+            in_split = present | (counts.confmat.sum(dim=0) > 0)
+            scores = group_scores(
+                torch.where(present, recall, math.nan).numpy(),
+                torch.where(in_split, f1, math.nan).numpy(),
+                groups,
+            )
+            values.update({f"{stage}/{k}": v for k, v in scores.items()})
+        if counts.num_classes <= self.per_class_max_classes:
+            publish_scalars(trainer, values)
+            return
+        # many classes: every value for callback_metrics (metrics.json), no per-class logger tag
+        per_class = {k: v for k, v in values.items() if k.count("/") > 1}
+        publish_scalars(trainer, {k: v for k, v in values.items() if k not in per_class})
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in per_class.items()})
+        writer = rank_zero_writer(trainer)
+        if writer is not None:
+            table = worst_classes_table(
+                class_names,
+                precision.numpy(),
+                recall.numpy(),
+                f1.numpy(),
+                support.numpy(),
+                groups,
+                self.worst_k,
+            )
+            writer.add_text(f"{stage}/worst_classes", table, global_step=trainer.global_step)
+
+
+def worst_classes_table(
+    class_names: Sequence[str],
+    precision: np.ndarray,
+    recall: np.ndarray,
+    f1: np.ndarray,
+    support: np.ndarray,
+    groups: Sequence[str],
+    k: int,
+) -> str:
+    """Markdown: the ``k`` classes with the lowest F1, then the ``k`` with the lowest recall,
+    among the classes with samples in the split (ties: lower class index first)."""
+    present = np.flatnonzero(support > 0)
+    header = "| rank | class | group | F1 | recall | precision | support |\n" + "|---" * 7 + "|"
+    parts = []
+    for title, key in (("lowest F1", f1), ("lowest recall", recall)):
+        values = np.where(np.isnan(key[present]), np.inf, key[present])
+        order = present[np.argsort(values, kind="stable")[:k]]
+        rows = [
+            f"| {rank} | {class_names[i]} | {groups[i] if groups else '-'} | {f1[i]:.4f} "
+            f"| {recall[i]:.4f} | {precision[i]:.4f} | {int(support[i])} |"
+            for rank, i in enumerate(order, start=1)
+        ]
+        parts.append(
+            "\n".join([f"**{title}** ({len(present)} classes with samples)", "", header, *rows])
+        )
+    return "\n\n".join(parts)
 
 
 def binary_scalars(
@@ -101,3 +244,11 @@ class BinaryScores(MetricCallback):
         threshold = float(model.count_state(stage).binary_threshold)
         values = binary_scalars(counts, threshold, self.betas, self.zero_division)
         publish_scalars(trainer, {f"{stage}/{k}": v for k, v in values.items()})
+
+    def tags(
+        self, stage: str, class_names: Sequence[str], train_counts: Sequence[int] = ()
+    ) -> list[str]:
+        if stage not in self.stages or len(class_names) != 2:
+            return []
+        keys = binary_scalars(empty_counts(2), 0.5, self.betas, self.zero_division)
+        return [f"{stage}/{k}" for k in keys]

@@ -1,7 +1,8 @@
 """The base class of metric plugins that keep their own streaming state: :class:`StatefulMetric`.
 
 A plugin declares a factory of a torchmetrics ``Metric`` (:meth:`StatefulMetric.make_state`)
-and the tags it logs (:meth:`StatefulMetric.tags`); the framework does the rest:
+and the scalars it logs (:meth:`StatefulMetric.scalar_names`, :meth:`StatefulMetric.scalars`);
+the framework does the rest:
 
 * at ``setup`` (before a checkpoint is restored, before the first epoch) the callback registers
   the state on the model (:meth:`~imblab.callbacks.contract.StatefulModel.add_eval_state`): one
@@ -48,7 +49,7 @@ class StatefulMetric(Callback):
     """Base class of a metric plugin with its own streaming state (see the module docstring).
 
     Subclasses set ``name`` (the state's name in the model: a Python identifier; two instances
-    of one plugin need different names) and implement :meth:`make_state`, :meth:`tags` and
+    of one plugin need different names) and implement :meth:`make_state`, :meth:`scalar_names` and
     :meth:`scalars` (and :meth:`figures` for figures).
 
     Args:
@@ -78,8 +79,8 @@ class StatefulMetric(Callback):
         """A fresh state; its ``update(preds, target, ids)`` takes the count state's inputs."""
         raise NotImplementedError
 
-    def tags(self, stage: str) -> list[str]:
-        """The scalar tags this plugin logs for ``stage`` (e.g. to check a monitor)."""
+    def scalar_names(self, class_names: Sequence[str]) -> list[str]:
+        """The keys :meth:`scalars` returns for these classes (without the stage)."""
         raise NotImplementedError
 
     def scalars(self, value: Any, class_names: list[str]) -> dict[str, float]:
@@ -92,6 +93,15 @@ class StatefulMetric(Callback):
 
     def check(self, inputs: EvalInputs) -> None:
         """Check the plugin's options against the data before training (raise ConfigError)."""
+
+    def tags(
+        self, stage: str, class_names: Sequence[str], train_counts: Sequence[int] = ()
+    ) -> list[str]:
+        """The scalar tags this plugin logs for ``stage`` with these classes (checked against
+        ``monitor.metric`` before training; ``train_counts`` unused here)."""
+        if stage not in self.stages:
+            return []
+        return [f"{stage}/{k}" for k in self.scalar_names(class_names)]
 
     # ---- the framework ------------------------------------------------------------------
 

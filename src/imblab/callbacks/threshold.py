@@ -8,7 +8,7 @@ from typing import Any
 
 from lightning.pytorch import Trainer
 
-from imblab.callbacks.base import MetricCallback, publish_scalars
+from imblab.callbacks.base import MetricCallback, empty_counts, publish_scalars
 from imblab.callbacks.contract import EvaluatedModel
 from imblab.callbacks.scalars import binary_scalars
 from imblab.errors import config_error
@@ -76,6 +76,16 @@ class ThresholdTuning(MetricCallback):
             self.threshold, _ = best_threshold(counts, self.beta, self.zero_division)
         values = self.tuned_scores(counts)
         publish_scalars(trainer, {f"{stage}/{k}": v for k, v in values.items()})
+
+    def tags(
+        self, stage: str, class_names: Sequence[str], train_counts: Sequence[int] = ()
+    ) -> list[str]:
+        if stage not in self.stages or len(class_names) != 2:
+            return []
+        keys = binary_scalars(
+            empty_counts(2), 0.5, self.betas, self.zero_division, prefix="binary_tuned"
+        )
+        return [f"{stage}/{k}" for k in keys]
 
     def state_dict(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "beta": self.beta}

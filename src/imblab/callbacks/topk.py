@@ -41,8 +41,8 @@ class TopKAccuracy(StatefulMetric):
     def make_state(self, inputs: EvalInputs) -> Metric:
         return TopKState(inputs.num_classes, self.ks, ignore_index=inputs.ignore_index)
 
-    def tags(self, stage: str) -> list[str]:
-        return [f"{stage}/top{k}_accuracy" for k in self.ks]
+    def scalar_names(self, class_names: Sequence[str]) -> list[str]:
+        return [f"top{k}_accuracy" for k in self.ks]
 
     def scalars(self, value: dict[int, float], class_names: list[str]) -> dict[str, float]:
         return {f"top{k}_accuracy": v for k, v in value.items()}

@@ -13,6 +13,13 @@ not predictions (in binned mode):
 
 With ``thresholds=None`` (exact mode) the (N, C) scores and (N,) targets are kept instead of
 ``hist`` and sorted once at compute time.
+
+Both count tensors are int32 (:data:`COUNT_DTYPE`): a cell counts at most every sample seen since
+the last reset, so they are exact up to :data:`MAX_SAMPLES` = 2^31 - 1 samples per process and
+stage between resets, and ``update`` raises before a batch would pass it (checked on the host
+from the batch shape: no device sync).  :meth:`CountState.compute` returns int64 copies, and the
+cross-process sum (torchmetrics: ``torch.sum`` of the gathered states) is int64, so sums over
+processes stay exact.  At C = 8,142 and T = 200 a stage's state is 265 MiB (int64: 531 MiB).
 """
 
 from __future__ import annotations
@@ -30,14 +37,33 @@ from torchmetrics.utilities.data import dim_zero_cat
 
 from imblab.errors import ConfigError
 
-__all__ = ["LOGIT_RANGE", "CountState", "Counts", "grid_bins", "threshold_grid"]
+__all__ = [
+    "COUNT_DTYPE",
+    "LOGIT_RANGE",
+    "MAX_SAMPLES",
+    "CountState",
+    "Counts",
+    "grid_bins",
+    "threshold_grid",
+]
 
 LOGIT_RANGE = (-20.0, 13.0)
 """Logit range ``(a, b)`` of the threshold grid: sigmoid(-20) = 2.1e-9, sigmoid(13) = 1 - 2.3e-6."""
 
+COUNT_DTYPE = torch.int32
+"""dtype of the confusion matrix and the histogram."""
+
+MAX_SAMPLES = torch.iinfo(COUNT_DTYPE).max
+"""Samples a count state takes per process between resets: no int32 cell can overflow below it."""
+
 _NO_BAD_BATCH = torch.iinfo(torch.int64).max
-_FLUSH_ELEMENTS = 1 << 18
-"""CPU, binned mode: scores buffered before they are counted in one go (1 MiB of float32)."""
+_CHUNK_ELEMENTS = 1 << 15
+"""CPU, binned mode: scores counted at a time.  Small batches are buffered up to it (a batch of
+1024 x 10 scores costs ~20 tiny ops whose fixed overhead dominates), big ones are split into
+chunks of it: the intermediates of a chunk stay in the core's cache (a 2^18-score chunk ran at
+~2x the cost per score).  It is torch's parallel grain, so each op runs on one thread: with two
+threads on a busy 2-core machine, 2^16-score chunks (ops split over both threads) were up to 40x
+slower, waiting for a descheduled core, while one thread lost nothing."""
 
 
 def _check_binary_threshold(binary_threshold: float) -> None:
@@ -96,9 +122,10 @@ def _upper_bounds(grid: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def grid_bins(scores: Tensor, upper: Tensor) -> Tensor:
-    """Bin index ``k`` of every score (flattened), ``t_k <= s < t_{k+1}`` with ``t`` cast to
-    the score dtype: exactly ``torch.bucketize(s, t, right=True) - 1``, in ``[0, T - 1]`` for
-    any ``s`` (NaN included).
+    """Bin index ``k`` (int32) of every score (flattened), ``t_k <= s < t_{k+1}`` with ``t``
+    cast to the score dtype: exactly ``torch.bucketize(s, t, right=True) - 1``, in ``[0, T - 1]``
+    for any ``s`` (NaN included).  CPU only: on an accelerator ``bucketize`` is one kernel and
+    the faster choice (see ``CountState._count``).
 
     ``upper = _upper_bounds(t, s.dtype)``.  A binary search per score is slow on CPU (it was 60%
     of an update); the grid is uniform in logit space, so ``floor((logit(s) - a) / h)`` lands
@@ -114,10 +141,11 @@ def grid_bins(scores: Tensor, upper: Tensor) -> Tensor:
     z = torch.logit(s, eps=0.0).sub_(low).mul_(inv_step)  # s clamped to [0, 1]: 0 -> -inf
     if not s.is_cpu:  # NaN scores (reported at compute) must still index in range
         z.nan_to_num_(0.0)
-    j = z.clamp_(0, t - 2).long()
+    j = z.clamp_(0, t - 2).to(torch.int32)
     above_next = s >= upper.index_select(0, j)
     above_second = s >= upper[1:].index_select(0, j)
-    return j.add_(above_next).add_(above_second)
+    # the two corrections summed as uint8 first: one int32 add instead of two bool->int ones
+    return j.add_(above_next.view(torch.uint8) + above_second.view(torch.uint8))
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,6 +210,8 @@ class CountState(Metric):
     _upper64: Tensor
     _class_offsets: Tensor
     _one: Tensor
+    _limits32: Tensor
+    _limits64: Tensor
     num_batches: Tensor
     first_bad_batch: Tensor
     scores: list[Tensor]
@@ -218,7 +248,7 @@ class CountState(Metric):
         self.stage = stage
         self.binned = thresholds is not None
         c = num_classes
-        self.add_state("confmat", torch.zeros(c, c, dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state("confmat", torch.zeros(c, c, dtype=COUNT_DTYPE), dist_reduce_fx="sum")
         self.add_state("num_batches", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state(
             "first_bad_batch", torch.tensor(_NO_BAD_BATCH, dtype=torch.int64), dist_reduce_fx="min"
@@ -229,15 +259,23 @@ class CountState(Metric):
             self.register_buffer("_upper32", _upper_bounds(grid, torch.float32), persistent=False)
             self.register_buffer("_upper64", _upper_bounds(grid, torch.float64), persistent=False)
             self.add_state(
-                "hist", torch.zeros(c, thresholds, 2, dtype=torch.int64), dist_reduce_fx="sum"
+                "hist", torch.zeros(c, thresholds, 2, dtype=COUNT_DTYPE), dist_reduce_fx="sum"
             )
-            # flat hist bin of (class c, bin k, label y) = c * 2T + 2k + y
-            offsets = torch.arange(c, dtype=torch.int64) * 2 * thresholds
+            # flat hist bin of (class c, bin k, label y) = c * 2T + 2k + y (< 2^31: int32)
+            offsets = torch.arange(c, dtype=torch.int32) * 2 * thresholds
             self.register_buffer("_class_offsets", offsets, persistent=False)
         else:
             self.add_state("scores", [], dist_reduce_fx="cat")
             self.add_state("target", [], dist_reduce_fx="cat")
-        self.register_buffer("_one", torch.ones(1, dtype=torch.int64), persistent=False)
+        self.register_buffer("_one", torch.ones(1, dtype=COUNT_DTYPE), persistent=False)
+        # off-CPU input check: (target min, target max, score min, score max) must lie within
+        # these bounds, in the score dtype (finite scores: |s| <= the dtype's largest float)
+        for name, dtype in (("_limits32", torch.float32), ("_limits64", torch.float64)):
+            top = torch.finfo(dtype).max
+            low = -top if input == "logits" else 0.0
+            limits = torch.tensor([[0, 0, low, low], [c - 1, c - 1, top, top]], dtype=dtype)
+            self.register_buffer(name, limits, persistent=False)
+        self._samples = 0  # host-side: samples given to update() since the last reset
 
     def sync(self, *args: Any, **kwargs: Any) -> None:
         """Count the buffered batches, then sum across processes (torchmetrics)."""
@@ -246,6 +284,7 @@ class CountState(Metric):
 
     def reset(self) -> None:
         self._pending, self._pending_elements = [], 0
+        self._samples = 0
         super().reset()
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -253,10 +292,12 @@ class CountState(Metric):
         states for the batch-local ones, which the buffer is not part of."""
         self._flush()
         self._buffer = False
+        samples = self._samples
         try:
             return super().forward(*args, **kwargs)
-        finally:
+        finally:  # forward resets (zeroing the sample count) and restores the global state
             self._buffer = True
+            self._samples += samples
 
     def _apply(self, fn: Callable, exclude_state: Any = "") -> Any:
         """Move like any module, but keep the threshold grid float64/float32 through dtype casts
@@ -282,8 +323,9 @@ class CountState(Metric):
     def _where(self) -> str:
         return f"CountState(stage={self.stage!r})"
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        """Count one batch: ``preds`` (N, C) logits or probabilities, ``target`` (N,) int."""
+    def update(self, preds: Tensor, target: Tensor, ids: Tensor | None = None) -> None:
+        """Count one batch: ``preds`` (N, C) logits or probabilities, ``target`` (N,) int;
+        ``ids`` (the samples' indices, the third input of every evaluation state) is unused."""
         c = self.num_classes
         if preds.ndim != 2 or preds.shape[1] != c or target.shape != preds.shape[:1]:
             raise ValueError(
@@ -295,6 +337,13 @@ class CountState(Metric):
                 f"{self._where()}: expected float preds and int target, got {preds.dtype} and "
                 f"{target.dtype}"
             )
+        if self._samples + preds.shape[0] > MAX_SAMPLES:
+            raise ValueError(
+                f"{self._where()}: more than {MAX_SAMPLES:,} samples since the last reset would "
+                "overflow the int32 counts; reset the state more often (e.g. per epoch) or "
+                "evaluate the data in parts and add their Counts"
+            )
+        self._samples += preds.shape[0]
         dtype = torch.float64 if preds.dtype == torch.float64 else torch.float32
         x = preds.detach().to(dtype)
         labels = target.detach().to(torch.int64)
@@ -302,23 +351,19 @@ class CountState(Metric):
             x = x.clone() if x.data_ptr() == preds.data_ptr() else x
             labels = labels.clone() if labels.data_ptr() == target.data_ptr() else labels
         if not preds.is_cpu:
-            keep = self._flag_bad_batch(x, labels)
+            counted, keep = self._flag_bad_batch(x, labels)
             self.num_batches += 1
-            self._count(x, labels, keep)
+            self._count(x, counted, keep)
             return
         self._check(x, labels)
         self.num_batches += 1
-        if not (self.binned and self._buffer):
-            self._count(
-                x, labels, None if self.ignore_index is None else labels != self.ignore_index
-            )
+        if self.binned and self._buffer and x.numel() < _CHUNK_ELEMENTS:
+            self._pending.append((x, labels))
+            self._pending_elements += x.numel()
+            if self._pending_elements >= _CHUNK_ELEMENTS:
+                self._flush()
             return
-        # CPU, binned: a batch of 1024 x 10 scores costs ~20 tiny ops whose fixed overhead
-        # dominates; counting ~2^18 scores at once amortises it (and lets ops use all threads)
-        self._pending.append((x, labels))
-        self._pending_elements += x.numel()
-        if self._pending_elements >= _FLUSH_ELEMENTS:
-            self._flush()
+        self._count_cpu(x, labels)
 
     def _flush(self) -> None:
         """Count the batches buffered on the CPU (already checked)."""
@@ -326,35 +371,54 @@ class CountState(Metric):
             return
         xs, ys = zip(*self._pending, strict=True)
         self._pending, self._pending_elements = [], 0
-        x, labels = torch.cat(xs), torch.cat(ys)
-        self._count(x, labels, None if self.ignore_index is None else labels != self.ignore_index)
+        self._count_cpu(torch.cat(xs), torch.cat(ys))
 
-    def _count(self, x: Tensor, labels: Tensor, keep: Tensor | None) -> None:
-        """Add checked scores ``x`` (N, C) and labels to the counts; ``keep``: samples to count."""
-        c, n = self.num_classes, labels.shape[0]
+    def _count_cpu(self, x: Tensor, labels: Tensor) -> None:
+        """Count checked CPU scores, binned mode in chunks of ``_CHUNK_ELEMENTS`` scores."""
+        if not self.binned:
+            keep = None if self.ignore_index is None else labels != self.ignore_index
+            self._count(x, labels if keep is None else torch.where(keep, labels, 0), keep)
+            return
+        rows = max(1, _CHUNK_ELEMENTS // self.num_classes)
+        for start in range(0, max(labels.shape[0], 1), rows):
+            xc, yc = x[start : start + rows], labels[start : start + rows]
+            keep = None if self.ignore_index is None else yc != self.ignore_index
+            self._count(xc, yc if keep is None else torch.where(keep, yc, 0), keep)
+
+    def _count(self, x: Tensor, counted: Tensor, keep: Tensor | None) -> None:
+        """Add checked scores ``x`` (N, C) to the counts: ``counted`` (N,) their classes, all in
+        ``[0, C)`` (a sample left out has any in-range class); ``keep``: the samples to count
+        (None: all).
+
+        Per batch: a softmax for logits, the argmax, one index add into the confusion matrix
+        and, binned, the bins (CPU: :func:`grid_bins`; elsewhere one ``bucketize``), one
+        scatter of the label bit and one index add into the histogram.  No Python loop over
+        classes and no host sync (``bincount`` would read its maximum back to size its output).
+        """
+        c, n = self.num_classes, counted.shape[0]
         s = torch.softmax(x, dim=1) if self.input == "logits" else x
-
-        # Each count is one scatter_add_ of weight 1 (0 for a sample left out, which is given an
-        # in-range class 0 instead): no Python loop over classes, no host sync on CUDA (there
-        # bincount reads its maximum back to size the output).
-        if keep is None:
-            weight, counted = self._one.expand(n), labels
-        else:
-            weight, counted = keep.to(torch.int64), torch.where(keep, labels, 0)
+        weight = self._one.expand(n) if keep is None else keep.to(COUNT_DTYPE)
         pred = s.max(dim=1).indices  # ties: the lowest index
-        self.confmat.view(-1).scatter_add_(0, torch.add(pred, counted, alpha=c), weight)
+        self.confmat.view(-1).index_add_(0, torch.add(pred, counted, alpha=c), weight)
         if self.binned:
-            k = grid_bins(s, self._upper64 if s.dtype == torch.float64 else self._upper32)
+            upper = self._upper64 if s.dtype == torch.float64 else self._upper32
+            if s.is_cpu:
+                k = grid_bins(s, upper)
+            else:  # t_1 .. t_{T-1}: the number of them <= s is the bin
+                k = torch.bucketize(s, upper[:-1], out_int32=True, right=True)
             index = torch.add(self._class_offsets, k.view(n, c), alpha=2)  # c * 2T + 2k
             index.scatter_add_(1, counted.unsqueeze(1), self._one.expand(n, 1))  # + y
             if keep is None:
                 weight = self._one.expand(n * c)
             else:
                 weight = weight[:, None].expand(n, c).reshape(-1)
-            self.hist.view(-1).scatter_add_(0, index.view(-1), weight)
+            self.hist.view(-1).index_add_(0, index.view(-1), weight)
         else:
             self.scores.append(s)
-            self.target.append(labels)
+            if keep is not None and self.ignore_index is not None:
+                # samples left out keep ignore_index as their target: compute() drops them
+                counted = counted.where(keep, self.ignore_index)
+            self.target.append(counted)
 
     def _bad_batch(self, batch: int, what: str) -> ValueError:
         return ValueError(f"{self._where()}: batch {batch}: {what}")
@@ -377,21 +441,22 @@ class CountState(Metric):
         ignored = "" if self.ignore_index is None else f" and != {self.ignore_index}"
         return f"target outside [0, {self.num_classes}){ignored}"
 
-    def _flag_bad_batch(self, x: Tensor, labels: Tensor) -> Tensor:
+    def _flag_bad_batch(self, x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor | None]:
         """Off CPU: record a bad batch in ``first_bad_batch`` without a host sync; return the
-        mask of samples to count."""
-        keep = (labels >= 0) & (labels < self.num_classes)
-        ok = keep.all()
-        if self.ignore_index is not None:
-            ok = (keep | (labels == self.ignore_index)).all()
-            keep &= labels != self.ignore_index
+        classes to count (clamped into ``[0, C)``: a bad batch's counts are never read, since
+        ``compute`` raises) and the mask of samples to count (None: all)."""
+        keep = None if self.ignore_index is None else labels != self.ignore_index
+        checked = labels if keep is None else torch.where(keep, labels, 0)
         if labels.numel():
+            target_lo, target_hi = torch.aminmax(checked)
             lo, hi = torch.aminmax(x)
-            ok &= (lo > -math.inf if self.input == "logits" else lo >= 0) & (hi < math.inf)
-        self.first_bad_batch = torch.where(
-            ok, self.first_bad_batch, torch.minimum(self.first_bad_batch, self.num_batches)
-        )
-        return keep
+            found = torch.stack([target_lo, target_hi, lo, hi])  # promoted to the score dtype
+            limits = self._limits64 if x.dtype == torch.float64 else self._limits32
+            ok = (found.clamp(limits[0], limits[1]) == found).all()  # NaN != NaN: bad
+            self.first_bad_batch = torch.where(
+                ok, self.first_bad_batch, torch.minimum(self.first_bad_batch, self.num_batches)
+            )
+        return checked.clamp(0, self.num_classes - 1), keep
 
     def compute(self) -> Counts:
         """The accumulated :class:`Counts`, as copies on the CPU: one device-to-host copy per
@@ -403,9 +468,10 @@ class CountState(Metric):
             raise self._bad_batch(
                 first_bad, f"preds contain NaN/Inf{negative}, or {self._target_problem()}"
             )
-        confmat = _cpu_copy(self.confmat)
+        confmat = _cpu_copy(self.confmat, torch.int64)
         if self.binned:
-            return Counts(confmat, thresholds=_cpu_copy(self.thresholds), hist=_cpu_copy(self.hist))
+            hist = _cpu_copy(self.hist, torch.int64)
+            return Counts(confmat, thresholds=_cpu_copy(self.thresholds), hist=hist)
         if isinstance(self.scores, list) and not self.scores:  # no data on any process
             scores = torch.zeros(0, self.num_classes)
             target = torch.zeros(0, dtype=torch.int64)
@@ -418,5 +484,5 @@ class CountState(Metric):
         return Counts(confmat, scores=scores, target=target)
 
 
-def _cpu_copy(t: Tensor) -> Tensor:
-    return t.to("cpu", copy=True)
+def _cpu_copy(t: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    return t.to("cpu", dtype, copy=True)

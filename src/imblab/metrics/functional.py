@@ -10,10 +10,12 @@ rest (``N``); at a threshold ``t`` a sample is predicted positive iff ``s >= t``
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -58,11 +60,24 @@ def _divide(num: Tensor, den: Tensor, zero_division: float) -> Tensor:
     return torch.where(zero, zero_division, num / torch.where(zero, 1.0, den))
 
 
-def _prf(
-    tp: Tensor, pred: Tensor, true: Tensor, beta: float, zero_division: float
-) -> tuple[Tensor, Tensor, Tensor]:
+def _np(t: Tensor) -> np.ndarray:
+    """A CPU NumPy view (or copy) of ``t``."""
+    return t.detach().cpu().numpy()
+
+
+def _divide_np(num: np.ndarray, den: np.ndarray, zero_division: float) -> np.ndarray:
+    """``num / den`` in float64, ``zero_division`` where ``den == 0``."""
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    zero = den == 0
+    return np.where(zero, zero_division, num / np.where(zero, 1.0, den))
+
+
+def _prf_np(
+    tp: np.ndarray, pred: np.ndarray, true: np.ndarray, beta: float, zero_division: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Precision ``TP/(TP+FP)``, recall ``TP/(TP+FN)`` and
-    ``F_beta = (1+b^2) TP / ((1+b^2) TP + b^2 FN + FP)`` from ``TP``, ``TP+FP`` and ``TP+FN``.
+    ``F_beta = (1+b^2) TP / ((1+b^2) TP + b^2 FN + FP)`` from ``TP``, ``TP+FP`` and ``TP+FN``
+    (arrays of any one shape, float64 out).
 
     As scikit-learn: each is ``zero_division`` where its denominator is 0 (for F: no TP, FP or
     FN); ``beta = 0`` gives precision and ``beta = inf`` recall.
@@ -70,15 +85,53 @@ def _prf(
     if not beta >= 0:
         raise ConfigError(f"beta={beta!r}: F-beta needs beta >= 0; use e.g. 0.5, 1 or 2")
     zero_division = _check_zero_division(zero_division)
-    precision = _divide(tp, pred, zero_division)
-    recall = _divide(tp, true, zero_division)
+    precision = _divide_np(tp, pred, zero_division)
+    recall = _divide_np(tp, true, zero_division)
     if math.isinf(beta):
         return precision, recall, recall
     if beta == 0:
         return precision, recall, precision
     b2 = beta * beta
-    f = _divide((1 + b2) * tp.to(torch.float64), b2 * true.to(torch.float64) + pred, zero_division)
-    return precision, recall, f
+    num = (1 + b2) * np.asarray(tp, dtype=np.float64)
+    den = b2 * np.asarray(true, dtype=np.float64) + pred
+    return precision, recall, _divide_np(num, den, zero_division)
+
+
+def _prf(
+    tp: Tensor, pred: Tensor, true: Tensor, beta: float, zero_division: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`_prf_np` of tensors (float64 CPU tensors out)."""
+    p, r, f = _prf_np(_np(tp), _np(pred), _np(true), beta, zero_division)
+    return torch.as_tensor(p), torch.as_tensor(r), torch.as_tensor(f)
+
+
+def _class_counts(confmat: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``TP``, ``TP+FP`` (predicted) and ``TP+FN`` (true) per class, int64 (C,) arrays (float64
+    for a weighted confusion matrix)."""
+    m = _np(confmat)
+    acc = np.float64 if m.dtype.kind == "f" else np.int64
+    return m.diagonal().astype(acc), m.sum(axis=0, dtype=acc), m.sum(axis=1, dtype=acc)
+
+
+def _nanmean_rows(values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise mean of the non-NaN values of ``values`` (..., C) (weighted by ``weights`` (C,)
+    if given; unweighted where their weights sum to 0), NaN for a row with none: scikit-learn's
+    ``_nanaverage`` per row."""
+    defined = ~np.isnan(values)
+    v = np.where(defined, values, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = v.sum(axis=-1) / defined.sum(axis=-1)  # 0 / 0: no defined value
+        if weights is None:
+            return mean
+        w = np.where(defined, np.asarray(weights, dtype=np.float64), 0.0)
+        total = w.sum(axis=-1)
+        return np.where(total > 0, (v * w).sum(axis=-1) / total, mean)
+
+
+def _nanaverage(values: Tensor, weights: Tensor | None = None) -> float:
+    """Mean of the non-NaN values (weighted if given; unweighted if their weights sum to 0),
+    NaN if there are none: scikit-learn's ``_nanaverage``."""
+    return float(_nanmean_rows(_np(values), None if weights is None else _np(weights)))
 
 
 def per_class_prf(
@@ -86,24 +139,44 @@ def per_class_prf(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per-class precision, recall, F-beta (C,) float64 and support (C,) int64, as scikit-learn's
     ``precision_recall_fscore_support(average=None, labels=range(C))``."""
-    tp = confmat.diagonal()
-    true = confmat.sum(dim=1)
-    precision, recall, f = _prf(tp, confmat.sum(dim=0), true, beta, zero_division)
-    return precision, recall, f, true
+    tp, pred, true = _class_counts(confmat)
+    precision, recall, f = _prf_np(tp, pred, true, beta, zero_division)
+    return (
+        torch.from_numpy(precision),
+        torch.from_numpy(recall),
+        torch.from_numpy(f),
+        torch.from_numpy(true),
+    )
 
 
-def _nanaverage(values: Tensor, weights: Tensor | None = None) -> float:
-    """Mean of the non-NaN values (weighted if given; unweighted if their weights sum to 0),
-    NaN if there are none: scikit-learn's ``_nanaverage``."""
-    defined = ~torch.isnan(values)
-    if not bool(defined.any()):
-        return math.nan
-    values = values[defined]
-    if weights is not None:
-        w = weights[defined].to(torch.float64)
-        if float(w.sum()) > 0:
-            return float((values * w).sum() / w.sum())
-    return float(values.mean())
+def _averages(
+    tp: np.ndarray,
+    pred: np.ndarray,
+    true: np.ndarray,
+    betas: Sequence[float],
+    zero_division: float,
+) -> dict[str, np.ndarray]:
+    """``{average: [precision, recall, F_beta for each beta]}`` (float64 (2 + B,) arrays) for
+    ``average`` in macro, micro, weighted, over the classes present in targets or predictions
+    (see :func:`averaged_prf`)."""
+    present = (pred + true) > 0
+    tp, pred, true = tp[present], pred[present], true[present]
+    rows, micro = [], []
+    sums = tp.sum(), pred.sum(), true.sum()
+    for i, beta in enumerate(betas):
+        precision, recall, f = _prf_np(tp, pred, true, beta, zero_division)
+        p_micro, r_micro, f_micro = _prf_np(*sums, beta, zero_division)
+        if i == 0:
+            rows += [precision, recall]
+            micro += [p_micro, r_micro]
+        rows.append(f)
+        micro.append(f_micro)
+    stacked = np.stack(rows)  # (2 + B, present classes)
+    return {
+        "macro": _nanmean_rows(stacked),
+        "micro": np.asarray(micro, dtype=np.float64),
+        "weighted": _nanmean_rows(stacked, true),
+    }
 
 
 def averaged_prf(
@@ -118,36 +191,31 @@ def averaged_prf(
     """
     if average not in ("macro", "micro", "weighted"):
         raise ConfigError(f"average={average!r}: unknown; use 'macro', 'micro' or 'weighted'")
-    tp, pred, true = confmat.diagonal(), confmat.sum(dim=0), confmat.sum(dim=1)
-    present = (pred + true) > 0
-    tp, pred, true = tp[present], pred[present], true[present]
-    if average == "micro":
-        tp, pred, true = (
-            tp.sum(0, keepdim=True),
-            pred.sum(0, keepdim=True),
-            true.sum(0, keepdim=True),
-        )
-    precision, recall, f = _prf(tp, pred, true, beta, zero_division)
-    weights = true if average == "weighted" else None
-    return (
-        _nanaverage(precision, weights),
-        _nanaverage(recall, weights),
-        _nanaverage(f, weights),
-    )
+    precision, recall, f = _averages(*_class_counts(confmat), (beta,), zero_division)[average]
+    return float(precision), float(recall), float(f)
+
+
+def _accuracy(tp: np.ndarray, true: np.ndarray) -> float:
+    total = true.sum()
+    return float(tp.sum()) / float(total) if total else math.nan
+
+
+def _balanced_accuracy(tp: np.ndarray, true: np.ndarray) -> float:
+    present = true > 0
+    return float(_nanmean_rows(_divide_np(tp[present], true[present], math.nan)))
 
 
 def accuracy(confmat: Tensor) -> float:
     """``trace(M) / sum(M)``: the fraction of samples whose argmax is the target (NaN if none)."""
-    total = int(confmat.sum())
-    return float(confmat.diagonal().sum()) / total if total else math.nan
+    tp, _, true = _class_counts(confmat)
+    return _accuracy(tp, true)
 
 
 def balanced_accuracy(confmat: Tensor) -> float:
     """Mean recall over the classes present in the targets (scikit-learn's
     ``balanced_accuracy_score``; NaN if there are no samples)."""
-    true = confmat.sum(dim=1)
-    present = true > 0
-    return _nanaverage(_divide(confmat.diagonal()[present], true[present], math.nan))
+    tp, _, true = _class_counts(confmat)
+    return _balanced_accuracy(tp, true)
 
 
 def matthews_corrcoef(confmat: Tensor) -> float:
@@ -182,18 +250,20 @@ def _exact_points(scores: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tenso
     return tp, fp, s, is_end
 
 
-def _descending_points(counts: Counts) -> tuple[Tensor, Tensor]:
-    """One-vs-rest ``tp, fp`` (C, K) at thresholds in descending order, the last column being
-    the lowest threshold, which every sample passes (so it holds ``P`` and ``N``).  Repeated
-    points (empty bins, tie groups) add nothing to the areas below."""
+def _descending_points(counts: Counts) -> tuple[np.ndarray, np.ndarray]:
+    """One-vs-rest ``tp, fp`` (C, K) int64 arrays at thresholds in descending order, the last
+    column being the lowest threshold, which every sample passes (so it holds ``P`` and ``N``).
+    Repeated points (empty bins, tie groups) add nothing to the areas below."""
     if counts.hist is not None:
-        return counts.hist[..., 1].flip(-1).cumsum(-1), counts.hist[..., 0].flip(-1).cumsum(-1)
+        # one pass over (2, C, T): reversed bins, label-major, so tp and fp come out contiguous
+        cum = np.cumsum(_np(counts.hist)[:, ::-1].transpose(2, 0, 1), axis=2, dtype=np.int64)
+        return cum[1], cum[0]
     assert counts.scores is not None and counts.target is not None
     if counts.scores.shape[0] == 0:
-        zeros = counts.target.new_zeros(counts.num_classes, 1)
+        zeros = np.zeros((counts.num_classes, 1), dtype=np.int64)
         return zeros, zeros
     tp, fp, _, _ = _exact_points(counts.scores, counts.target)
-    return tp, fp
+    return _np(tp), _np(fp)
 
 
 def curve_counts(
@@ -226,7 +296,8 @@ def roc_curves(counts: Counts) -> list[tuple[Tensor, Tensor, Tensor]]:
     ``fpr = FP / N``, ``tpr = TP / P``, NaN-filled when ``N`` resp. ``P`` is 0."""
     if counts.hist is not None:
         assert counts.thresholds is not None
-        tp, fp = _descending_points(counts)
+        tp_np, fp_np = _descending_points(counts)
+        tp, fp = torch.from_numpy(tp_np), torch.from_numpy(fp_np)
         points = [(tp[c], fp[c], counts.thresholds.flip(0)) for c in range(counts.num_classes)]
     else:
         assert counts.scores is not None and counts.target is not None
@@ -248,11 +319,26 @@ def auroc(counts: Counts) -> Tensor:
     ``sum_i (FP_i - FP_{i-1}) (TP_i + TP_{i-1}) / (2 P N)``; NaN for a class without positives
     or negatives.  Exact mode equals ``roc_auc_score(target == c, scores[:, c])``; binned mode
     is that of the scores rounded down to the grid (see :func:`auroc_tie_bound`)."""
-    tp, fp = _descending_points(counts)
-    tp = torch.nn.functional.pad(tp, (1, 0)).to(torch.float64)
-    fp = torch.nn.functional.pad(fp, (1, 0)).to(torch.float64)
-    area2 = ((fp[:, 1:] - fp[:, :-1]) * (tp[:, 1:] + tp[:, :-1])).sum(dim=1)
-    return _divide(area2, 2 * tp[:, -1] * fp[:, -1], math.nan)
+    return torch.from_numpy(_curve_areas(*_descending_points(counts))[0])
+
+
+def _curve_areas(tp: np.ndarray, fp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`auroc` and :func:`average_precision` of the descending points, together (the
+    arrays are read a few times instead of once per metric).  With ``dTP_i = TP_i - TP_{i-1}``
+    (``TP_{-1} = 0``, likewise FP): twice the ROC area is ``sum dFP_i (2 TP_i - dTP_i)``, in
+    int64 (exact while ``2 P N < 2^63``); AP is ``sum dTP_i TP_i / (TP_i + FP_i) / P``."""
+    d_tp, d_fp = tp.copy(), fp.copy()
+    d_tp[:, 1:] -= tp[:, :-1]
+    d_fp[:, 1:] -= fp[:, :-1]
+    area2 = 2 * np.einsum("ck,ck->c", d_fp, tp) - np.einsum("ck,ck->c", d_fp, d_tp)
+    predicted = tp + fp
+    # 0/0 only where nothing is gained (dTP = 0): that point adds 0
+    precision = np.divide(tp, predicted, out=np.zeros(tp.shape), where=predicted > 0)
+    positives, negatives = tp[:, -1].astype(np.float64), fp[:, -1].astype(np.float64)
+    return (
+        _divide_np(area2, 2 * positives * negatives, math.nan),
+        _divide_np(np.einsum("ck,ck->c", d_tp, precision), positives, math.nan),
+    )
 
 
 def average_precision(counts: Counts) -> Tensor:
@@ -260,10 +346,7 @@ def average_precision(counts: Counts) -> Tensor:
     in descending order, ``P_n = TP_n / (TP_n + FP_n)``, ``R_n = TP_n / P``; NaN for a class
     without positives.  Exact mode equals ``average_precision_score(target == c, scores[:, c])``.
     """
-    tp, fp = _descending_points(counts)
-    gained = torch.diff(tp, dim=1, prepend=torch.zeros_like(tp[:, :1]))
-    precision = _divide(tp, tp + fp, 0.0)  # 0/0 only where nothing is gained
-    return _divide((gained * precision).sum(dim=1), tp[:, -1], math.nan)
+    return torch.from_numpy(_curve_areas(*_descending_points(counts))[1])
 
 
 def auroc_tie_bound(counts: Counts) -> Tensor:
@@ -295,7 +378,13 @@ def pr_curve_counts(counts: Counts) -> list[dict[str, Tensor]]:
     """
     if counts.hist is None:
         assert counts.scores is not None and counts.target is not None
-        state = CountState(counts.num_classes, thresholds=PR_CURVE_THRESHOLDS, input="probs")
+        # summed counts already: no cross-process sync (rank 0 alone draws the curves)
+        state = CountState(
+            counts.num_classes,
+            thresholds=PR_CURVE_THRESHOLDS,
+            input="probs",
+            sync_on_compute=False,
+        )
         state.update(counts.scores.cpu(), counts.target.cpu())
         counts = state.compute()
     tp, fp, thresholds = curve_counts(counts)
@@ -356,17 +445,17 @@ def one_vs_rest_accuracy_specificity(confmat: Tensor) -> tuple[Tensor, Tensor]:
     """Per class ``c`` of the (C, C) confusion matrix, one-vs-rest: accuracy (TP + TN) / N and
     specificity TN / (TN + FP) (float64; NaN without samples / without negatives). The
     accuracy of class ``c`` is not the sample-weighted ``accuracy`` (trace / N)."""
-    cm = confmat.to(torch.float64)
-    n = cm.sum()
-    tp = cm.diagonal()
-    fp = cm.sum(dim=0) - tp
-    fn = cm.sum(dim=1) - tp
+    accuracy, specificity = _one_vs_rest(*_class_counts(confmat))
+    return torch.from_numpy(accuracy), torch.from_numpy(specificity)
+
+
+def _one_vs_rest(
+    tp: np.ndarray, pred: np.ndarray, true: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    n = true.sum()
+    fp, fn = pred - tp, true - tp
     tn = n - tp - fp - fn
-    nan = torch.tensor(torch.nan, dtype=torch.float64)
-    accuracy = torch.where(n > 0, (tp + tn) / n.clamp(min=1), nan)
-    negatives = tn + fp
-    specificity = torch.where(negatives > 0, tn / negatives.clamp(min=1), nan)
-    return accuracy, specificity
+    return _divide_np(tp + tn, np.full_like(tp, n), math.nan), _divide_np(tn, tn + fp, math.nan)
 
 
 def summarize(
@@ -396,35 +485,43 @@ def summarize(
         raise ConfigError(
             f"class_names={names!r}: {len(names)} names for {c} classes; give one per class"
         )
-    confmat = counts.confmat.cpu()
+    zero_division = _check_zero_division(zero_division)
+    tp, pred, true = _class_counts(counts.confmat)
     out: dict[str, float] = {}
+    averages = _averages(tp, pred, true, betas, zero_division)
     for i, beta in enumerate(betas):
-        for average in ("macro", "micro", "weighted"):
-            precision, recall, f = averaged_prf(confmat, beta, zero_division, average)
+        for average, values in averages.items():
             if i == 0:
-                out[f"precision_{average}"] = precision
-                out[f"recall_{average}"] = recall
-            out[f"f{beta:g}_{average}"] = f
-    out["accuracy"] = accuracy(confmat)
-    out["balanced_accuracy"] = balanced_accuracy(confmat)
+                out[f"precision_{average}"] = float(values[0])
+                out[f"recall_{average}"] = float(values[1])
+            out[f"f{beta:g}_{average}"] = float(values[2 + i])
+    out["accuracy"] = _accuracy(tp, true)
+    out["balanced_accuracy"] = _balanced_accuracy(tp, true)
 
-    positives = confmat.sum(dim=1)
-    curves = {"auroc": auroc(counts).cpu(), "ap": average_precision(counts).cpu()}
+    areas = _curve_areas(*_descending_points(counts))
+    curves = {"auroc": areas[0], "ap": areas[1]}
     for key, values in curves.items():
-        out[f"{key}_macro"] = _nanaverage(values)
-        out[f"{key}_weighted"] = _nanaverage(values, positives)
-        out[f"{key}_num_defined"] = float((~torch.isnan(values)).sum())
+        out[f"{key}_macro"] = float(_nanmean_rows(values))
+        out[f"{key}_weighted"] = float(_nanmean_rows(values, true))
+        out[f"{key}_num_defined"] = float((~np.isnan(values)).sum())
 
-    per_class: dict[str, Tensor] = {}
+    per_class: dict[str, np.ndarray] = {}
     for i, beta in enumerate(betas):
-        precision_c, recall_c, f_c, support = per_class_prf(confmat, beta, zero_division)
+        precision_c, recall_c, f_c = _prf_np(tp, pred, true, beta, zero_division)
         if i == 0:
-            per_class.update(precision=precision_c, recall=recall_c, support=support)
+            per_class.update(precision=precision_c, recall=recall_c, support=true)
         per_class[f"f{beta:g}"] = f_c
     if one_vs_rest:
-        per_class["accuracy"], per_class["specificity"] = one_vs_rest_accuracy_specificity(confmat)
+        per_class["accuracy"], per_class["specificity"] = _one_vs_rest(tp, pred, true)
     per_class.update(curves)
-    for key, values in per_class.items():
-        for name, value in zip(names, values.tolist(), strict=True):
-            out[f"{key}/{name}"] = float(value)
+    values = np.stack([np.asarray(v, dtype=np.float64) for v in per_class.values()])
+    keys = _per_class_keys(tuple(per_class), tuple(names))
+    out.update(zip(keys, values.ravel().tolist(), strict=True))
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _per_class_keys(metrics: tuple[str, ...], names: tuple[str, ...]) -> tuple[str, ...]:
+    """``<metric>/<name>`` for every metric, then class: built once per run (C = 1,000 makes
+    ~11,000 of them an epoch)."""
+    return tuple(f"{key}/{name}" for key in metrics for name in names)

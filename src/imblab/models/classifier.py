@@ -21,6 +21,10 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 EVAL_STAGES = ("val", "test")
+COUNTS = "counts"
+"""Name of the count state among a stage's evaluation states."""
+BOOTSTRAP = "bootstrap"
+"""Name of the bootstrap state (``bootstrap=B``)."""
 
 EvalOutput = dict[str, torch.Tensor | None]
 """What ``validation_step`` / ``test_step`` return: ``preds``, ``target``, ``ids`` (the shape of
@@ -75,20 +79,25 @@ class Classifier(LightningModule):
     Implements :class:`imblab.callbacks.contract.EvaluatedModel`, what imblab's callbacks read
     (structurally: models do not import callbacks):
 
-    * ``count_state(stage)``: ``self.counts[stage]``, a :class:`~imblab.metrics.counts.CountState`
-      reset at the start of each validation/test epoch, updated once per batch in
-      ``validation_step`` / ``test_step`` and read by every metric callback at the end of it;
-    * ``bootstrap_state(stage)``: ``self.bootstrap_counts[stage]`` with ``bootstrap=B``, else
-      None;
-    * ``class_names`` and ``train_counts`` (the training samples per class, empty when not
-      given);
+    Every streaming evaluation state lives in ``self.eval_states[stage][name]``, is reset at
+    the start of each validation/test epoch and updated once per batch in ``validation_step`` /
+    ``test_step`` with the same ``(preds, target, ids)``, moves with the model and is summed
+    across processes by torchmetrics. Three kinds are registered the same way:
+
+    * ``count_state(stage)``: the :class:`~imblab.metrics.counts.CountState` (name ``counts``)
+      every metric callback reads at the end of the epoch; the validation one bins the scores
+      (``counts.thresholds``), the test one keeps them (``counts.test_thresholds``, default
+      None: exact AUROC/AP on the test set, which fits in memory);
+    * ``bootstrap_state(stage)``: with ``bootstrap=B``, the streaming Poisson bootstrap
+      (``bootstrap``), else None;
     * ``add_eval_state(name, factory)`` / ``eval_state(stage, name)``
-      (:class:`imblab.callbacks.contract.StatefulModel`): a metric plugin's own streaming
-      state, one instance per stage in ``self.eval_states[stage][name]``, updated with the
-      count state's inputs ``(preds, target, ids)``, reset with it, moved and checkpointed
-      with the model. A checkpoint's plugin states that the model does not hold (or the
-      reverse) are tolerated on loading: the states are reset every epoch, so they carry no
-      training progress.
+      (:class:`imblab.callbacks.contract.StatefulModel`): a metric plugin's own state, saved in
+      checkpoints. A checkpoint's plugin states that the model does not hold (or the reverse)
+      are tolerated on loading: the states are reset every epoch, so they carry no training
+      progress.
+
+    ``class_names`` and ``train_counts`` (the training samples per class, empty when not given)
+    complete :class:`imblab.callbacks.contract.EvaluatedModel`.
 
     ``validation_step`` / ``test_step`` return the batch's
     :class:`~imblab.callbacks.contract.EvalStepOutput` (``preds``: the logits or probabilities
@@ -144,31 +153,37 @@ class Classifier(LightningModule):
         self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._compile_checked = False
         self._compile_failed = False
-        self.counts = nn.ModuleDict(
-            {s: CountState(num_classes, stage=s, **count_kwargs) for s in EVAL_STAGES}
-        )
         self.eval_loss = nn.ModuleDict({s: MeanLoss() for s in EVAL_STAGES})
         self.train_means = nn.ModuleDict({"loss": MeanLoss(), "accuracy": MeanLoss()})
         self.ignore_index = ignore_index
-        # opt-in: B Poisson-bootstrap confusion matrices per stage (batches must carry ids)
-        self.bootstrap_counts = (
-            nn.ModuleDict(
-                {
-                    s: BootstrapCounts(
-                        num_classes,
-                        bootstrap,
-                        seed=bootstrap_seed,
-                        input=count_kwargs.get("input", "logits"),
-                        ignore_index=ignore_index,
-                    )
-                    for s in EVAL_STAGES
-                }
-            )
-            if bootstrap
-            else None
-        )
-        # metric plugins' own states: eval_states[stage][name] (imblab.callbacks.stateful)
+        # every streaming evaluation state, eval_states[stage][name], updated with the same
+        # (preds, target, ids) each batch: the count state, the bootstrap (opt-in) and the
+        # metric plugins' states (imblab.callbacks.stateful), registered the same way
         self.eval_states = nn.ModuleDict({s: nn.ModuleDict() for s in EVAL_STAGES})
+        thresholds = count_kwargs.pop("thresholds", 200)
+        test_thresholds = count_kwargs.pop("test_thresholds", None)
+        stage_thresholds = {"val": thresholds, "test": test_thresholds}
+        # the count states are reset every epoch and at C = 8,142 weigh ~250 MiB a stage: not
+        # saved in checkpoints
+        self._add_state(
+            COUNTS,
+            lambda stage: CountState(
+                num_classes, stage=stage, thresholds=stage_thresholds[stage], **count_kwargs
+            ),
+            persistent=False,
+        )
+        if bootstrap:  # opt-in: B Poisson-bootstrap confusion matrices (batches carry ids)
+            self._add_state(
+                BOOTSTRAP,
+                lambda stage: BootstrapCounts(
+                    num_classes,
+                    bootstrap,
+                    seed=bootstrap_seed,
+                    input=count_kwargs.get("input", "logits"),
+                    ignore_index=ignore_index,
+                ),
+                persistent=True,
+            )
         self.register_load_state_dict_pre_hook(_tolerate_eval_states)
 
     def configure_model(self) -> None:
@@ -245,7 +260,7 @@ class Classifier(LightningModule):
         self.log("train/accuracy", self._train_mean("accuracy").compute())
 
     def _eval_step(self, stage: str, batch: Sequence[torch.Tensor]) -> EvalOutput:
-        """Update the stage's loss mean, count state and bootstrap with one batch; return its
+        """Update the stage's loss mean and every evaluation state with one batch; return its
         ``{"preds", "target", "ids"}`` (an ``EvalStepOutput``).
 
         ``batch`` is ``(x, y)`` or ``(x, y, ids)``, ids the samples' indices in the split (needed
@@ -255,17 +270,14 @@ class Classifier(LightningModule):
         logits = self(x)
         n = y.shape[0] if self.ignore_index is None else (y != self.ignore_index).sum()
         self._eval_loss(stage).update(self.loss(logits, y), n)
-        self.count_state(stage).update(logits, y)
-        bootstrap = self.bootstrap_state(stage)
-        if bootstrap is not None:
-            if ids is None:
-                raise ValueError(
-                    f"{stage} batches are (x, y) without sample ids, which the bootstrap needs; "
-                    "use a datamodule whose eval loaders yield (x, y, ids) (as data=mnist and "
-                    "data=image_folder do)"
-                )
-            bootstrap.update(logits, y, ids)
-        for state in self._eval_states(stage).values():
+        states = self._eval_states(stage)
+        if ids is None and BOOTSTRAP in states:
+            raise ValueError(
+                f"{stage} batches are (x, y) without sample ids, which the bootstrap needs; "
+                "use a datamodule whose eval loaders yield (x, y, ids) (as data=mnist and "
+                "data=image_folder do)"
+            )
+        for state in states.values():
             cast(Metric, state).update(logits, y, ids)
         return {"preds": logits, "target": y, "ids": ids}
 
@@ -277,32 +289,39 @@ class Classifier(LightningModule):
 
     def count_state(self, stage: str) -> CountState:
         """The count state of ``stage`` ("val" or "test")."""
-        return cast(CountState, self.counts[stage])
+        return cast(CountState, self.eval_state(stage, COUNTS))
 
     def bootstrap_state(self, stage: str) -> BootstrapCounts | None:
         """The bootstrap confusion matrices of ``stage``; None without ``bootstrap=B``."""
-        if self.bootstrap_counts is None:
-            return None
-        return cast(BootstrapCounts, self.bootstrap_counts[stage])
+        states = self._eval_states(stage)
+        return cast(BootstrapCounts, states[BOOTSTRAP]) if BOOTSTRAP in states else None
 
     def add_eval_state(self, name: str, factory: Callable[[], Metric]) -> None:
         """Register a metric plugin's streaming state ``name``: ``factory()`` is called once per
         stage, the state is made persistent (saved in checkpoints) and moved to the model's
         device. Idempotent: a name already registered is kept as it is (``setup`` runs again
-        for ``trainer.test`` after ``trainer.fit``)."""
+        for ``trainer.test`` after ``trainer.fit``). ``counts`` and ``bootstrap`` are the
+        model's own states (registered the same way at construction)."""
+        if name in (COUNTS, BOOTSTRAP):
+            raise ValueError(
+                f"eval state name {name!r} is the model's own state; give the plugin another name"
+            )
+        self._add_state(name, lambda stage: factory(), persistent=True)
+
+    def _add_state(self, name: str, factory: Callable[[str], Metric], *, persistent: bool) -> None:
         if not name.isidentifier():
             raise ValueError(f"eval state name {name!r}: use a Python identifier")
-        device = self.count_state("val").device
+        device = self._eval_loss("val").total.device
         for stage in EVAL_STAGES:
             states = self._eval_states(stage)
             if name in states:
                 continue
-            state = factory()
-            state.persistent(True)
+            state = factory(stage)
+            state.persistent(persistent)
             states[name] = state.to(device)
 
     def eval_state(self, stage: str, name: str) -> Metric:
-        """The plugin state ``name`` of ``stage`` (KeyError if not registered)."""
+        """The evaluation state ``name`` of ``stage`` (KeyError if not registered)."""
         return cast(Metric, self._eval_states(stage)[name])
 
     def _eval_states(self, stage: str) -> nn.ModuleDict:
@@ -315,16 +334,16 @@ class Classifier(LightningModule):
         return cast(MeanLoss, self.eval_loss[stage])
 
     def _eval_epoch_start(self, stage: str) -> None:
-        self.count_state(stage).reset()
         self._eval_loss(stage).reset()
-        bootstrap = self.bootstrap_state(stage)
-        if bootstrap is not None:
-            bootstrap.reset()
         for state in self._eval_states(stage).values():
             cast(Metric, state).reset()
 
     def _eval_epoch_end(self, stage: str) -> None:
         self.log(f"{stage}/loss", self._eval_loss(stage).compute(), prog_bar=stage == "val")
+        # sum the counts across processes now, inside the evaluation loop, whether or not a
+        # callback reads them: batches still buffered on the CPU are counted here (not at the
+        # next device move, outside inference mode) and bad input fails in this epoch
+        self.count_state(stage).compute()
 
     def on_validation_epoch_start(self) -> None:
         self._eval_epoch_start("val")
