@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from lightning.pytorch import Trainer
 from omegaconf import OmegaConf
 
 from imblab.callbacks.base import MetricCallback
-from imblab.config import instantiate_callbacks, validate
+from imblab.config import check_monitor, check_writable_dir, instantiate_callbacks, validate
 from imblab.errors import ConfigError
 from imblab.training import build_trainer
 
@@ -105,3 +106,83 @@ def test_callback_entry_without_target_is_a_config_error(compose_cfg) -> None:
     cfg = compose_cfg("+callbacks.mine.patience=3")
     with pytest.raises(ConfigError, match=r"^callbacks\.mine: has no _target_"):
         instantiate_callbacks(cfg.callbacks, "callbacks")
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("trainer.max_epochs=abc", "trainer.max_epochs"),
+        ("trainer.max_epochs=-2", "trainer.max_epochs"),
+        ("model.optimizer.lr=fast", "model.optimizer.lr"),
+        ("model.optimizer.lr=-1", "model.optimizer.lr"),
+        ("model.optimizer.lr=0", "model.optimizer.lr"),
+        ("metrics.scalars.betas=[-1,1]", "metrics.scalars.betas"),
+        ("metrics.scalars.betas=[]", "metrics.scalars.betas"),
+        ("metrics.scalars.betas=2", "metrics.scalars.betas"),
+        ("metrics.scalars.zero_division=0.5", "metrics.scalars.zero_division"),
+        ("metrics.binary.zero_division=yes", "metrics.binary.zero_division"),
+    ],
+)
+def test_bad_trainer_optimizer_and_metric_values_fail_before_training(
+    compose_cfg, override: str, key: str
+) -> None:
+    """Values that failed only after epoch 1 (or as tracebacks) fail in ``validate``, naming
+    the config key (not the function argument)."""
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}=") as err:
+        validate(compose_cfg(override))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "override", ["metrics.scalars.zero_division=nan", "metrics.scalars.zero_division=1"]
+)
+def test_metric_values_scikit_learn_accepts_pass(compose_cfg, override: str) -> None:
+    validate(compose_cfg(override))
+
+
+def test_monitor_must_be_a_tag_the_configured_metrics_log(compose_cfg) -> None:
+    cfg = compose_cfg()
+    callbacks = instantiate_callbacks(cfg.metrics, "metrics")
+    names = [str(c) for c in range(10)]
+    for tag in ("val/f1_macro", "val/loss", "val/recall/3", "val/auroc_macro"):
+        check_monitor(tag, callbacks, names)
+    with pytest.raises(ConfigError, match=r"^monitor\.metric='val/f1_macr': .*val/f1_macro\?"):
+        check_monitor("val/f1_macr", callbacks, names)
+    with pytest.raises(ConfigError, match=r"^monitor\.metric='val/recall/cat'"):
+        check_monitor("val/recall/cat", callbacks, names)  # not a class of this run
+    with pytest.raises(ConfigError, match=r"^monitor\.metric='val/binary/f1'"):
+        check_monitor("val/binary/f1", callbacks, names)  # two-class tasks only
+    check_monitor("val/binary/f1", callbacks, ["a", "b"])
+    # the shot groups the training counts fill (many > 100, few < 20), and only those
+    counts = [400, 240, 140, 90, 50, 30, 18, 11, 6, 4]
+    for tag in ("val/accuracy_many", "val/f1_macro_medium", "val/accuracy_few"):
+        check_monitor(tag, callbacks, names, counts)
+    with pytest.raises(ConfigError, match=r"^monitor\.metric='val/accuracy_few'"):
+        check_monitor("val/accuracy_few", callbacks, names, [500] * 10)  # no few-shot class
+    with pytest.raises(ConfigError, match=r"^monitor\.metric='val/accuracy_many'"):
+        check_monitor("val/accuracy_many", callbacks, names)  # training counts unknown
+
+
+def test_run_dir_that_cannot_be_created_is_a_config_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match=r"^hydra\.run\.dir='.*': cannot create or write it"):
+        check_writable_dir("hydra.run.dir", str(blocker / "run"))
+    check_writable_dir("hydra.run.dir", str(tmp_path / "new" / "run"))
+    assert (tmp_path / "new" / "run").is_dir()
+
+
+@pytest.mark.parametrize(("drw_epoch", "warned"), [(50, True), (0, False)])
+def test_a_drw_epoch_past_the_last_epoch_warns(
+    compose_cfg, caplog: pytest.LogCaptureFixture, drw_epoch: int, warned: bool
+) -> None:
+    """`loss=ldam loss.drw_epoch=50 trainer.max_epochs=1`: re-weighting never starts; say so."""
+    from imblab.training import build_datamodule, build_model
+
+    from .conftest import FAST
+
+    cfg = compose_cfg(*FAST, "loss=ldam", f"loss.drw_epoch={drw_epoch}")
+    with caplog.at_level("WARNING", logger="imblab.training"):
+        build_model(cfg, build_datamodule(cfg))
+    message = f"loss.drw_epoch={drw_epoch} is past the last epoch: no re-weighting"
+    assert (message in caplog.text) == warned

@@ -8,6 +8,15 @@ loaded, and the split is evaluated by a Lightning Trainer with every metric call
 probabilities, targets and ids from the step outputs and gathers them at the end of the epoch;
 :class:`SplitCounts` keeps the summed counts; rank 0 writes one report and one
 ``predictions.npz`` covering each sample once.
+
+The report is exact: its AUROC and AP come from the recorded predictions
+(:func:`~imblab.metrics.exact_curves.curve_scores`, equal to scikit-learn on
+``predictions.npz``), not from the training's binned curves; every other value is a function of
+the confusion matrix, which binning does not touch.
+
+``eval.logit_adjustment`` (post-hoc logit adjustment, :mod:`imblab.metrics.logit_adjustment`):
+the model is evaluated on ``logits - tau * log(prior)`` (a forward hook), the prior from the
+checkpoint's training class counts; ``auto`` tunes tau on validation first.
 """
 
 from __future__ import annotations
@@ -28,15 +37,24 @@ from lightning.pytorch import Callback, Trainer
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from imblab.callbacks.base import MetricCallback
-from imblab.callbacks.contract import EvaluatedModel, evaluated_model
+from imblab.callbacks.contract import EvaluatedModel, evaluated_model, stateful_model
 from imblab.callbacks.intervals import BootstrapIntervals
 from imblab.callbacks.predictions import PredictionRecorder
 from imblab.callbacks.threshold import ThresholdTuning
 from imblab.config import instantiate, instantiate_callbacks, validate
+from imblab.console import evaluation_summary, print_summary
 from imblab.errors import ConfigError, config_error
 from imblab.metrics.bootstrap import percentile_intervals, replicate_scores
 from imblab.metrics.counts import Counts
+from imblab.metrics.exact_curves import curve_scores
 from imblab.metrics.functional import binary_scores, summarize
+from imblab.metrics.logit_adjustment import (
+    TAU_GRID,
+    AdjustedConfusion,
+    adjust,
+    best_tau,
+    log_prior,
+)
 from imblab.reports.figures import write_figures
 from imblab.reports.predictions import FILENAME, save_predictions
 from imblab.reports.report import write_reports
@@ -135,6 +153,7 @@ class SplitCounts(MetricCallback):
         self.counts: Counts | None = None
         self.class_names: list[str] = []
         self.binary_threshold = 0.5
+        self.ignore_index: int | None = None
         self.confmats: torch.Tensor | None = None
 
     def log_counts(
@@ -148,8 +167,53 @@ class SplitCounts(MetricCallback):
         self.counts = counts
         self.class_names = class_names
         self.binary_threshold = float(model.count_state(stage).binary_threshold)
+        self.ignore_index = model.count_state(stage).ignore_index
         boot = model.bootstrap_state(stage)
         self.confmats = None if boot is None else boot.compute()
+
+
+class TauTuning(Callback):
+    """``eval.logit_adjustment=auto``: registers an :class:`AdjustedConfusion` state on the
+    model (updated with every validation batch's logits, summed across processes) and keeps the
+    validation epoch's (G, C, C) confusion matrices, one per tau of :data:`TAU_GRID`."""
+
+    name = "logit_adjustment"
+
+    def __init__(self, log_prior: torch.Tensor) -> None:
+        self.log_prior = log_prior
+        self.confmats: torch.Tensor | None = None
+
+    def setup(self, trainer: Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        stateful_model(pl_module).add_eval_state(
+            self.name, lambda: AdjustedConfusion(self.log_prior, TAU_GRID)
+        )
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:  # every rank: the sum is collective
+            self.confmats = stateful_model(pl_module).eval_state("val", self.name).compute()
+
+
+def logit_adjustment_option(value: object) -> float | str | None:
+    """``eval.logit_adjustment`` checked: None (off), ``"auto"`` or a finite tau >= 0."""
+    if value is None or value == "auto":
+        return "auto" if value else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        tau = float(value)
+        if math.isfinite(tau) and tau >= 0:
+            return tau
+    raise config_error(
+        "eval.logit_adjustment",
+        value,
+        "not null, auto or a number >= 0",
+        "use null (off), auto (tau tuned on validation) or a tau such as 1.0",
+    )
+
+
+def _training_counts(ckpt: dict[str, Any], model: Any) -> list[int]:
+    """The training class counts the checkpoint's model was trained on: its hyperparameters'
+    ``train_counts``, else the model's (the datamodule's)."""
+    saved = (ckpt.get("hyper_parameters") or {}).get("train_counts")
+    return [int(n) for n in (saved or getattr(model, "train_counts", None) or [])]
 
 
 def _report_options(run_cfg: DictConfig) -> tuple[tuple[float, ...], float]:
@@ -197,6 +261,20 @@ def report_scores(
     return scores
 
 
+def exact_curves(predictions: PredictionRecorder, split_counts: SplitCounts) -> dict[str, float]:
+    """The report's AUROC and AP keys, exact, from the recorded probabilities (the arrays of
+    ``predictions.npz``)."""
+    assert predictions.predictions is not None
+    probs, targets, _ = predictions.predictions
+    return curve_scores(
+        torch.from_numpy(probs),
+        torch.from_numpy(targets),
+        input="probs",
+        ignore_index=split_counts.ignore_index,
+        class_names=split_counts.class_names,
+    )
+
+
 def _restore_callback_states(callbacks: list[Callback], ckpt: dict[str, Any]) -> None:
     states = ckpt.get("callbacks") or {}
     for callback in callbacks:
@@ -224,6 +302,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     confidence = float(options.confidence)
     if not 0 < confidence < 1:
         raise config_error("eval.confidence", confidence, "not in (0, 1)", "use e.g. 0.95")
+    adjustment = logit_adjustment_option(options.get("logit_adjustment"))
     ckpt_path = Path(str(cfg.ckpt_path)) if cfg.ckpt_path else None
     ckpt = load_checkpoint(ckpt_path, bool(options.weights_only))
     assert ckpt_path is not None
@@ -253,6 +332,19 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         tuner = ThresholdTuning(float(options.threshold_beta), betas, zero_division)
         callbacks.append(tuner)
     _restore_callback_states(callbacks, ckpt)
+    prior = None
+    if adjustment is not None:
+        if evaluated_model(model).count_state("val").input != "logits":
+            raise config_error(
+                "eval.logit_adjustment",
+                adjustment,
+                "the model's outputs are probabilities, not logits",
+                "set eval.logit_adjustment=null",
+            )
+        prior = log_prior(_training_counts(ckpt, model))
+    tau_tuning = TauTuning(prior) if adjustment == "auto" and prior is not None else None
+    if tau_tuning is not None:
+        callbacks.append(tau_tuning)
     split_counts = SplitCounts(split)
     predictions = PredictionRecorder(split)
     callbacks += [split_counts, predictions]
@@ -263,6 +355,26 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(run_cfg.paths.output_dir)
     if trainer.is_global_zero:
         log.info("evaluating %s on %s; eval dir: %s", ckpt_path, split, output_dir.resolve())
+    tau = adjustment
+    if tau_tuning is not None:
+        trainer.validate(model, datamodule=datamodule, verbose=False)
+        assert tau_tuning.confmats is not None
+        tau, tuned = best_tau(tau_tuning.confmats, TAU_GRID)
+        if math.isnan(tau):
+            raise ConfigError(
+                "eval.logit_adjustment=auto: the validation split is empty, nothing to tune "
+                "tau on; give a tau (e.g. eval.logit_adjustment=1.0)"
+            )
+        if trainer.is_global_zero:
+            log.info("logit adjustment: tau=%g (validation balanced accuracy %.4f)", tau, tuned)
+            if split == "val":
+                log.warning("tau was tuned on the split it is evaluated on (eval.split=val)")
+    if prior is not None:
+        assert isinstance(tau, float)
+        shift_prior, shift_tau = prior, tau
+        model.register_forward_hook(lambda _m, _i, out: adjust(out, shift_prior, shift_tau))
+        if tuner is not None:  # a threshold tuned on the unadjusted scores no longer applies
+            tuner.threshold = None
     if split == "test" and tuner is not None and tuner.threshold is None:
         log.info("the checkpoint holds no tuned threshold: tuning it on validation first")
         trainer.validate(model, datamodule=datamodule, verbose=False)
@@ -271,6 +383,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     if not trainer.is_global_zero:
         return {}
     scores = report_scores(split_counts, trainer, run_cfg, confidence, tuner)
+    scores.update(exact_curves(predictions, split_counts))
+    if tau is not None:
+        scores["logit_adjustment_tau"] = float(tau)
     assert predictions.predictions is not None and split_counts.counts is not None
     save_predictions(output_dir / FILENAME, *predictions.predictions)
     title = f"{split} split of {ckpt_path}"
@@ -283,9 +398,22 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         confidence=confidence if replicates else None,
     )
     if options.figures:
-        paths += write_figures(output_dir, split_counts.counts, split_counts.class_names)
+        paths += write_figures(
+            output_dir,
+            split_counts.counts,
+            split_counts.class_names,
+            stage=split,
+            where=Path(ckpt_path).stem,
+        )
     headline = ("f1_macro", "f1_macro_lo", "f1_macro_hi", "balanced_accuracy", "auroc_macro")
     shown = {k: scores[k] for k in headline if k in scores and not math.isnan(scores[k])}
     log.info("%s: %s", split, ", ".join(f"{k}={v:.4f}" for k, v in shown.items()))
     log.info("wrote %s", ", ".join(p.name for p in [output_dir / FILENAME, *paths]))
+    max_classes = int(run_cfg.get("per_class_max_classes") or 100)
+    train_counts = _training_counts(ckpt, model)
+    names = split_counts.class_names
+    summary = evaluation_summary(
+        scores, split, names, train_counts, str(ckpt_path), output_dir, max_classes, bool(loggers)
+    )
+    print_summary(summary)  # the last thing imblab-eval prints
     return scores

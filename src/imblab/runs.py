@@ -31,6 +31,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from imblab.data.summary import DataSummary
 
 STATUS_FILE = "status.json"
+EVENTS = "tensorboard"  # the folder of TensorBoard runs under a run dir (or a sweep dir)
 MARKERS = (STATUS_FILE, "metrics.json", ".hydra/overrides.yaml")
 DEFAULT_TAGS = (
     "val/f1_macro",
@@ -52,12 +53,28 @@ def read_status(run_dir: Path) -> dict[str, Any] | None:
     return record
 
 
+#: fields the training pipeline adds to the record of the run while it runs
+#: (:func:`update_status`): the monitor's ``best`` and ``last`` values, the epochs reached
+RUN_FIELDS = ("monitor", "epochs_completed")
+
+
 def write_status(run_dir: Path, record: dict[str, Any]) -> None:
-    """Write ``status.json`` atomically (a reader never sees half a record)."""
+    """Write ``status.json`` atomically (a reader never sees half a record). The
+    :data:`RUN_FIELDS` that the file holds for the same run (the same ``started``) and that
+    ``record`` lacks are kept, so the job's final record keeps what training added."""
+    previous = read_status(run_dir) or {}
+    if record.get("started") is not None and previous.get("started") == record.get("started"):
+        kept = {k: previous[k] for k in RUN_FIELDS if k in previous and k not in record}
+        record = {**record, **kept}
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / f".{STATUS_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
     tmp.replace(run_dir / STATUS_FILE)
+
+
+def update_status(run_dir: Path, **fields: Any) -> None:
+    """Set ``fields`` in the run's ``status.json`` record (created if it has none)."""
+    write_status(run_dir, {**(read_status(run_dir) or {}), **fields})
 
 
 def utc_now() -> str:
@@ -125,11 +142,22 @@ def find_runs(sweep_dir: Path) -> list[Path]:
     return sorted(dirs, key=lambda p: job_number(str(p.relative_to(sweep_dir))))
 
 
+def event_dir(run_dir: Path) -> Path | None:
+    """The folder of a run's TensorBoard events: ``<run>/tensorboard/<run name>/``, a sweep
+    job's ``<sweep>/tensorboard/<job dir name>/``, or (runs written before that layout)
+    ``<run>/tensorboard/``; None when there is none."""
+    name = run_dir.resolve().name
+    for candidate in (run_dir / EVENTS / name, run_dir.parent / EVENTS / name, run_dir / EVENTS):
+        if candidate.is_dir() and any(candidate.glob("events.out.tfevents.*")):
+            return candidate
+    return None
+
+
 def read_history(run_dir: Path) -> dict[str, dict[int, float]]:
-    """Every scalar of the run's TensorBoard events: tag -> step -> value (the last written
-    wins for a step)."""
-    events = run_dir / "tensorboard"
-    if not events.is_dir():
+    """Every scalar of the run's TensorBoard events (:func:`event_dir`): tag -> step -> value
+    (the last written wins for a step)."""
+    events = event_dir(run_dir)
+    if events is None:
         return {}
     keep_one = {"images": 1, "tensors": 1, "histograms": 1, "audio": 1, "compressedHistograms": 1}
     acc = EventAccumulator(str(events), size_guidance={"scalars": 0, **keep_one})

@@ -15,7 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import f1_score, precision_recall_fscore_support
+from sklearn.metrics import (
+    average_precision_score,
+    balanced_accuracy_score,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
 from imblab.errors import ConfigError
 from imblab.evaluation import load_checkpoint
@@ -95,10 +101,20 @@ def test_report_json_matches_evaluate_of_the_predictions_and_sklearn(single: Pat
     report = json.loads((single / "report.json").read_text())
     with np.load(single / "predictions.npz") as data:
         probs, targets = data["probs"], data["targets"]
-    expected = evaluate(probs, targets, thresholds=200)  # the run's binned count state
+    expected = evaluate(probs, targets)  # exact: AUROC and AP from every score
     for key, value in expected.items():
         got = report[key]
-        assert (got is None and math.isnan(value)) or got == pytest.approx(value, abs=1e-9), key
+        assert (got is None and math.isnan(value)) or got == pytest.approx(value, abs=1e-12), key
+    # the curve metrics are scikit-learn's on predictions.npz, not the training's binned ones
+    for c in range(10):
+        y = targets == c
+        assert report[f"auroc/{c}"] == pytest.approx(roc_auc_score(y, probs[:, c]), abs=1e-12)
+        ap = average_precision_score(y, probs[:, c])
+        assert report[f"ap/{c}"] == pytest.approx(ap, abs=1e-12)
+    assert report["ap_macro"] == pytest.approx(
+        np.mean([average_precision_score(targets == c, probs[:, c]) for c in range(10)]),
+        abs=1e-12,
+    )
     pred = probs.argmax(axis=1)
     f1 = f1_score(targets, pred, labels=range(10), average=None, zero_division=0)
     assert [report[f"f1/{c}"] for c in range(10)] == pytest.approx(f1.tolist(), abs=1e-12)
@@ -220,3 +236,95 @@ def test_binary_eval_reports_default_and_tuned_threshold(tmp_path: Path) -> None
         f1_score(y, s >= np.float32(threshold)), abs=1e-12
     )
     assert "tuned threshold" in (out / "report.md").read_text()
+
+
+def _train_log_prior(run: Path) -> np.ndarray:
+    ckpt = next((run / "checkpoints").glob("epoch_*.ckpt"))
+    counts = np.array(torch.load(ckpt, weights_only=True)["hyper_parameters"]["train_counts"])
+    return np.log(counts / counts.sum())
+
+
+def _eval(trained: Path, name: str, *overrides: str) -> tuple[Path, dict]:
+    out = trained.parent / name
+    ckpt = next((trained / "checkpoints").glob("epoch_*.ckpt"))
+    proc = cli(
+        "imblab.eval", f"ckpt_path={ckpt}", *overrides, f"hydra.run.dir={out}", cwd=trained.parent
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, json.loads((out / "report.json").read_text())
+
+
+def test_logit_adjustment_with_a_given_tau(trained: Path, single: Path) -> None:
+    """The adjusted model's predictions are argmax(logits - tau log prior) (NumPy, from the
+    unadjusted run's probabilities: log p = logits - logsumexp), the prior the checkpoint's
+    training class frequencies; the report holds tau and is exact on the adjusted predictions."""
+    out, report = _eval(trained, "eval_la_1", "eval.logit_adjustment=1.0")
+    assert report["logit_adjustment_tau"] == 1.0
+    with np.load(single / "predictions.npz") as data:
+        probs, targets = data["probs"], data["targets"]
+    adjusted = np.log(probs.astype(np.float64)) - 1.0 * _train_log_prior(trained)
+    pred = adjusted.argmax(axis=1)
+    _, recall, _, _ = precision_recall_fscore_support(
+        targets, pred, labels=range(10), zero_division=0
+    )
+    assert [report[f"recall/{c}"] for c in range(10)] == pytest.approx(recall, abs=1e-12)
+    with np.load(out / "predictions.npz") as data:
+        np.testing.assert_allclose(
+            data["probs"], np.exp(adjusted) / np.exp(adjusted).sum(1, keepdims=True), atol=1e-5
+        )
+        for c in range(10):
+            y, s = data["targets"] == c, data["probs"][:, c]
+            assert report[f"ap/{c}"] == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    assert "logit adjustment tau" in (out / "report.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def val_eval(trained: Path) -> tuple[Path, dict]:
+    """imblab-eval of the best checkpoint on the validation split (binned count state)."""
+    return _eval(trained, "eval_val", "eval.split=val", "eval.bootstrap=0", "eval.figures=false")
+
+
+def test_val_report_curves_are_exact_not_the_binned_validation_curves(
+    val_eval: tuple[Path, dict],
+) -> None:
+    """#16 item 10: the validation count state is binned (200 thresholds); the report's AUROC
+    and AP are scikit-learn's on predictions.npz all the same."""
+    out, report = val_eval
+    with np.load(out / "predictions.npz") as data:
+        probs, targets = data["probs"], data["targets"]
+    aps = []
+    for c in range(10):
+        y = targets == c
+        if 0 < y.sum() < len(y):
+            auroc = roc_auc_score(y, probs[:, c])
+            assert report[f"auroc/{c}"] == pytest.approx(auroc, abs=1e-12)
+        if y.any():
+            aps.append(average_precision_score(y, probs[:, c]))
+            assert report[f"ap/{c}"] == pytest.approx(aps[-1], abs=1e-12)
+    assert report["ap_macro"] == pytest.approx(np.mean(aps), abs=1e-12)
+
+
+def test_logit_adjustment_auto_tunes_tau_on_validation(
+    trained: Path, val_eval: tuple[Path, dict]
+) -> None:
+    """auto: the tau of 0, 0.25, .., 2 with the best validation balanced accuracy."""
+    val, _ = val_eval
+    with np.load(val / "predictions.npz") as data:
+        log_p, y_val = np.log(data["probs"].astype(np.float64)), data["targets"]
+    log_prior = _train_log_prior(trained)
+    grid = [0.25 * i for i in range(9)]
+    scores = [
+        balanced_accuracy_score(y_val, (log_p - tau * log_prior).argmax(axis=1)) for tau in grid
+    ]
+    _, report = _eval(trained, "eval_la_auto", "eval.logit_adjustment=auto", "eval.bootstrap=0")
+    assert report["logit_adjustment_tau"] == grid[int(np.argmax(scores))]
+
+
+def test_bad_logit_adjustment_fails_before_loading_the_checkpoint(tmp_path: Path) -> None:
+    proc = cli("imblab.eval", "ckpt_path=missing.ckpt", "eval.logit_adjustment=fast", cwd=tmp_path)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        "error: eval.logit_adjustment='fast': not null, auto or a number >= 0; use null (off), "
+        "auto (tau tuned on validation) or a tau such as 1.0"
+    ]

@@ -46,7 +46,7 @@ class Record(Callback):
             "val_ids": self.ids,
             "val_size": len(dm.files("val")[0]),
             # the validation counts, summed over all ranks
-            "counted": int(pl_module.counts["val"].compute().confmat.sum()),
+            "counted": int(pl_module.count_state("val").compute().confmat.sum()),
         }
         (self.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from imblab.runs import event_dir
 from imblab.training import train
 
 from ..conftest import FAST
@@ -33,7 +34,9 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 
 def tags(run_dir: Path) -> set[str]:
-    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    found_dir = event_dir(run_dir)
+    assert found_dir is not None, f"no TensorBoard events under {run_dir}"
+    acc = EventAccumulator(str(found_dir), size_guidance={"images": 0})
     acc.Reload()
     found = acc.Tags()
     return set(found["scalars"]) | set(found["images"]) | set(found["tensors"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +23,9 @@ from imblab.data.image_files import EvalBatches, EvalShard, ImageFiles, collate,
 from imblab.data.images import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_SIDE,
+    IMAGE_EXTENSIONS,
     Verdict,
+    printable,
     validate_folder,
     write_rejected_csv,
 )
@@ -43,6 +46,54 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: per class: (path, sha256) of its files
 Files = list[list[tuple[str, str]]]
+#: the reason a symlink is refused (``follow_symlinks=False``)
+SYMLINK_OUTSIDE = "symlink outside data.root"
+
+
+def within(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or below it (both absolute, symlinks resolved)."""
+    return os.path.commonpath([path, folder]) == folder
+
+
+def list_folder(root: Path, follow_symlinks: bool) -> tuple[list[str], list[Path], list[Verdict]]:
+    """The class folder names (sorted), the image files below them (any depth, sorted by their
+    path relative to ``root``, hidden files and folders skipped) and the refused symlinks of a
+    class-per-folder tree.
+
+    A symlink (class folder, subfolder or file) whose fully resolved target lies inside
+    ``root`` (resolved) is followed: its content is part of the folder the user gave. One that
+    resolves outside (or dangles to outside) is refused, as ``rejected`` with reason
+    :data:`SYMLINK_OUTSIDE`, unless ``follow_symlinks``. A folder reached twice (a symlink
+    loop) is walked once."""
+    real_root = os.path.realpath(root)
+    refused: list[Verdict] = []
+
+    def allowed(path: Path) -> bool:
+        if follow_symlinks or not path.is_symlink() or within(os.path.realpath(path), real_root):
+            return True
+        refused.append(Verdict(str(path), False, "rejected", SYMLINK_OUTSIDE))
+        return False
+
+    classes = sorted(
+        p.name for p in root.iterdir() if not p.name.startswith(".") and p.is_dir() and allowed(p)
+    )
+    files: list[Path] = []
+    for name in classes:
+        seen: set[str] = set()
+        for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in seen:
+                dirnames[:] = []
+                continue
+            seen.add(real)
+            dirnames[:] = sorted(
+                d for d in dirnames if not d.startswith(".") and allowed(Path(dirpath, d))
+            )
+            images = (Path(dirpath, f) for f in filenames if not f.startswith("."))
+            files += [f for f in images if f.suffix.lower() in IMAGE_EXTENSIONS and allowed(f)]
+    files.sort(key=lambda f: f.relative_to(root).as_posix())
+    refused.sort(key=lambda v: v.path)
+    return classes, files, refused
 
 
 class ImageFolderDataModule(ImbalancedDataModule):
@@ -102,6 +153,7 @@ class ImageFolderDataModule(ImbalancedDataModule):
         augment_hflip: bool = True,
         on_device: bool = True,
         output_dir: str | None = None,
+        follow_symlinks: bool = False,
         sampler: Callable[..., IndexSampler] | None = None,
     ) -> None:
         super().__init__(
@@ -165,6 +217,7 @@ class ImageFolderDataModule(ImbalancedDataModule):
         )
         self.augment_hflip = checks.boolean("augment_hflip", augment_hflip)
         self.output_dir = None if output_dir is None else str(output_dir)
+        self.follow_symlinks = checks.boolean("follow_symlinks", follow_symlinks)
 
         self.folder_names: list[str] = []
         self.accepted: list[Verdict] = []
@@ -198,18 +251,15 @@ class ImageFolderDataModule(ImbalancedDataModule):
 
     # -- building the splits ---------------------------------------------------------------------
 
-    def _classes(self) -> list[str]:
-        names = sorted(
-            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
-        )
+    def _check_classes(self, names: list[str]) -> None:
         if len(names) < 2:
+            shown = [printable(n) for n in names]
             raise checks.bad(
                 "root",
                 str(self.root),
-                f"has {len(names)} class subfolder(s) {names}, a classifier needs at least 2",
+                f"has {len(names)} class subfolder(s) {shown}, a classifier needs at least 2",
                 "put each class's images in ROOT/<class name>/",
             )
-        return names
 
     def setup(self, stage: str | None = None) -> None:
         """Validate, split, subsample, relabel and (with ``cache``) decode once (idempotent)."""
@@ -243,26 +293,36 @@ class ImageFolderDataModule(ImbalancedDataModule):
         )
 
     def _validated(self) -> Files:
-        """The accepted files of each class folder (the rest in :attr:`rejected`); sets the
-        classes."""
-        self.folder_names = folders = self._classes()
+        """The accepted files of each class folder (the rest in :attr:`rejected`, written to
+        ``rejected.csv`` before any check of the classes); sets the classes, named by their
+        folders (non-UTF-8 bytes escaped, :func:`~imblab.data.images.printable`)."""
+        folders, listed, refused = list_folder(self.root, self.follow_symlinks)
+        self.folder_names = folders
+        self.rejected = list(refused)
+        if len(folders) < 2:
+            self._write_rejected()
+            self._check_classes(folders)
         accepted, rejected = validate_folder(
             self.root,
             min_side=self.min_side,
             max_pixels=self.max_pixels,
             cache=self.verdict_cache,
             workers=self.num_workers,
+            files=listed,
         )
         index = {name: c for c, name in enumerate(folders)}
         files: Files = [[] for _ in folders]
         for v in accepted:
             files[index[Path(v.path).relative_to(self.root).parts[0]]].append((v.path, v.sha256))
-        self.accepted, self.rejected = accepted, list(rejected)
-        self._check_positive_class(folders)
+        self.accepted = accepted
+        self.rejected += rejected
+        self._write_rejected()
+        names = [printable(name) for name in folders]
+        self._check_positive_class(names)
         self._check_enough(folders, files)
         if self.positive_class is not None:
-            self.positive_classes = [index[self.positive_class]]
-        self.set_classes(folders)
+            self.positive_classes = [names.index(self.positive_class)]
+        self.set_classes(names)
         return files
 
     def _split(self, files: Files) -> dict[str, Files]:
@@ -293,19 +353,28 @@ class ImageFolderDataModule(ImbalancedDataModule):
             )
 
     def _check_enough(self, folders: list[str], files: Files) -> None:
+        """Each class keeps an image for each split; else the error names its commonest
+        rejection reasons (every file is in ``rejected.csv``, written before)."""
         needed = 1 + (self.val_fraction > 0) + (self.test_fraction > 0)
         for name, members in zip(folders, files, strict=True):
             if len(members) < needed:
-                bad = sum(
-                    Path(v.path).relative_to(self.root).parts[0] == name for v in self.rejected
-                )
+                bad = [
+                    v for v in self.rejected if Path(v.path).relative_to(self.root).parts[0] == name
+                ]
+                reasons = Counter(
+                    " ".join(printable(v.reason).split()) if v.status == "rejected" else v.status
+                    for v in bad
+                ).most_common(3)
+                why = "; ".join(f"{n} x {reason}" for reason, n in reasons)
+                csv_file = "rejected.csv" if self.output_dir is None else self._rejected_csv()
                 raise checks.bad(
                     "root",
                     str(self.root),
-                    f"class {name!r} has {len(members)} usable image(s) ({bad} rejected or "
-                    f"duplicate), the train/val/test split needs at least {needed}",
-                    f"add images to {self.root / name} or set data.val_fraction=0 / "
-                    "data.test_fraction=0",
+                    f"class {printable(name)!r} has {len(members)} usable image(s) "
+                    f"({len(bad)} rejected or duplicate{': ' + why if why else ''}; every file "
+                    f"in {csv_file}), the train/val/test split needs at least {needed}",
+                    f"add images to {printable(str(self.root / name))} or set "
+                    "data.val_fraction=0 / data.test_fraction=0",
                 )
 
     def _keep(self, pool: Files, test: bool = False) -> list[set[str]]:
@@ -361,16 +430,23 @@ class ImageFolderDataModule(ImbalancedDataModule):
 
     def _report_rejected(self) -> None:
         for v in self.rejected:
-            log.warning("%s %s: %s", v.status, v.path, v.reason)
+            log.warning("%s %s: %s", v.status, printable(v.path), printable(v.reason))
+        self._write_rejected()
+
+    def _rejected_csv(self) -> Path:
+        return Path(str(self.output_dir)) / "rejected.csv"
+
+    def _write_rejected(self) -> None:
+        """``<output_dir>/rejected.csv`` of :attr:`rejected` (on local rank 0; atomically)."""
         if self.output_dir is None or int(os.environ.get("LOCAL_RANK", "0")) != 0:
             return
-        out = Path(self.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        write_rejected_csv(out / "rejected.csv", self.rejected)
+        path = self._rejected_csv()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_rejected_csv(path, self.rejected)
 
     def summary_details(self) -> dict[str, Any]:
         return {
-            "root": str(self.root),
+            "root": printable(str(self.root)),
             "positive_class": self.positive_class,
             "image_size": self.image_size[0],
             "in_channels": self.in_channels,

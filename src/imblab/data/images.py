@@ -370,14 +370,16 @@ def validate_folder(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     cache: bool = True,
     workers: int = 0,
+    files: Sequence[Path] | None = None,
 ) -> tuple[list[Verdict], list[Verdict]]:
     """(accepted, rejected) verdicts of a class-per-folder tree (:func:`image_files` order; each
     ``path`` is ``root/<class>/...``). Exact duplicates, across classes too, are ``"duplicate"``
     in ``rejected``: the first by sorted path is kept. With ``cache`` the verdicts are read from
     and saved to ``root/.imblab_verdicts.json`` (:class:`VerdictCache`), so unchanged files are
-    not decoded again; ``workers > 0`` decodes the rest in that many processes."""
+    not decoded again; ``workers > 0`` decodes the rest in that many processes. ``files``: the
+    files under ``root`` to validate, in that order (default :func:`image_files`)."""
     root = Path(root)
-    files = image_files(root)
+    files = image_files(root) if files is None else list(files)
     store = (
         VerdictCache(root / CACHE_NAME, min_side=min_side, max_pixels=max_pixels) if cache else None
     )
@@ -412,10 +414,24 @@ def validate_folder(
     return [v for v in marked if v.ok], [v for v in marked if not v.ok]
 
 
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8: a file name's bytes that are not UTF-8 (which Python holds as
+    surrogate escapes, ``os.fsdecode``) become ``\\xNN``; other text is unchanged."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def write_rejected_csv(path: str | Path, verdicts: Iterable[Verdict]) -> None:
-    """CSV with columns ``path, verdict, reason`` (verdict = status) of the given verdicts."""
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "verdict", "reason"])
-        for v in verdicts:
-            writer.writerow([v.path, v.status, v.reason])
+    """CSV with columns ``path, verdict, reason`` (verdict = status) of the given verdicts, in
+    UTF-8 with non-UTF-8 names escaped (:func:`printable`); written to a temporary file renamed
+    over ``path``, so the file is always complete."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "verdict", "reason"])
+            for v in verdicts:
+                writer.writerow([printable(v.path), v.status, printable(v.reason)])
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -56,7 +56,7 @@ def report_rows(
         row["auroc"] = scores.get(f"auroc_{average}")
         row["ap"] = scores.get(f"ap_{average}")
         rows.append(row)
-    for key in ("accuracy", "balanced_accuracy", "mcc", "loss"):
+    for key in ("accuracy", "balanced_accuracy", "mcc", "loss", "logit_adjustment_tau"):
         if key in scores:
             row = {"name": key.replace("_", " "), "kind": "overall", "support": total}
             _with_interval(row, "value", scores, key)
