@@ -13,18 +13,30 @@ from pathlib import Path
 
 import pytest
 import torch
+from google.protobuf.json_format import MessageToDict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from imblab.errors import ConfigError
+from imblab.runs import event_dir
 from imblab.training import build_datamodule, build_model, train, trainer_overrides
 
 from .conftest import FAST
 
 
 def events(run_dir: Path) -> EventAccumulator:
-    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
+    found = event_dir(run_dir)
+    assert found is not None, f"no TensorBoard events under {run_dir}"
+    acc = EventAccumulator(str(found), size_guidance={"images": 0, "tensors": 0})
     acc.Reload()
     return acc
+
+
+def session_hparams(acc: EventAccumulator) -> dict[str, object]:
+    """The HParams view's parameters of the run (its session start), as Python values."""
+    content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    return {key: MessageToDict(value) for key, value in start.hparams.items()}
 
 
 def test_fast_dev_run_on_the_bundled_sample(compose_cfg) -> None:
@@ -74,12 +86,23 @@ def test_training_run_logs_everything_to_tensorboard(compose_cfg, tmp_path: Path
     assert len(acc.Scalars("val/f1_macro")) == 2  # one point per epoch
     assert {"val/confusion_matrix", "val/roc", "val/per_class", "test/roc"} <= set(tags["images"])
     assert {"val/pr/0", "val/pr/9"} <= set(tags["tensors"])
-    # the HParams view links the flattened config to the real metric tags
+    # the HParams view links the experiment's settings to the real metric tags
     plugins = acc.PluginTagToContent("hparams")
     assert "_hparams_/experiment" in plugins and "_hparams_/session_start_info" in plugins
     assert b"val/f1_macro" in plugins["_hparams_/experiment"]
-    assert b"data/profile" in plugins["_hparams_/session_start_info"]
+    params = session_hparams(acc)
+    assert params["loss"] == "ce" and params["sampler"] == "none"
+    assert params["seed"] == 42 and params["lr"] == pytest.approx(cfg.model.optimizer.lr)
+    assert params["setup/data/profile"] == "exponential"
+    assert params["setup/data/source"] == "sample"
+    assert params["setup/epochs"] == 2 and params["user/metrics"] == "[default,mcc]"
+    # TensorBoard shows the first five names (sorted) as columns: the ones that tell runs apart
+    assert sorted(params)[:5] == ["dataset", "loss", "lr", "sampler", "seed"]
+    hidden = [k for k in params if "_target_" in k or "dir" in k or k.startswith("callbacks")]
+    assert not hidden, hidden
     assert "hp_metric" not in scalars
+    # one TensorBoard run, named after the run dir (the printed --logdir is <run>/tensorboard)
+    assert event_dir(tmp_path) == tmp_path / "tensorboard" / tmp_path.name
 
 
 def test_interrupted_run_resumes_from_last_checkpoint(compose_cfg, tmp_path: Path) -> None:
@@ -122,6 +145,9 @@ def test_command_line_fast_dev_run(tmp_path: Path) -> None:
         ("data.profile=zipf", "data.profile"),
         ("data.imbalance_ratio=0.5", "data.imbalance_ratio"),
         ("monitor.mode=best", "monitor.mode"),
+        ("monitor.metric=val/f1_macr", "monitor.metric"),
+        ("metrics.scalars.zero_division=0.5", "metrics.scalars.zero_division"),
+        ("trainer.max_epochs=abc", "trainer.max_epochs"),
     ],
 )
 def test_command_line_bad_value_is_one_line_naming_the_key(
@@ -132,6 +158,15 @@ def test_command_line_bad_value_is_one_line_naming_the_key(
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith(f"error: {key}="), proc.stderr[-2000:]
     assert not (tmp_path / "run" / "checkpoints").exists()  # failed before training started
+
+
+def test_command_line_run_dir_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    proc = cli(*FAST, f"hydra.run.dir={tmp_path}/file/run", cwd=tmp_path)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: hydra.run.dir="), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
 
 
 def test_binary_task_logs_positive_class_scores(compose_cfg, tmp_path: Path) -> None:

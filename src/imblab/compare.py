@@ -9,7 +9,10 @@ and at the **last** epoch; a test tag has one (the test of the best checkpoint).
 training images. The swept keys (overrides whose values differ between runs) are columns;
 ``--group-seeds`` makes one row per configuration (the swept keys without ``seed``) with
 mean +- std (sample standard deviation) over its completed runs. Failed and interrupted runs
-are marked and left out of the means.
+are marked and left out of the means. The printed table fits 120 columns (the last-epoch
+columns and what does not fit are left out and named; ``--wide`` prints all), and the printed
+and Markdown tables round each mean +- std to what its spread over seeds supports
+(:func:`seed_decimals`); the CSV keeps the raw values.
 
 The runs are read by :mod:`imblab.runs` (which also writes a sweep's ``summary.md``); this
 module is the command line, its printing and the figure.
@@ -30,8 +33,9 @@ from pathlib import Path
 
 from imblab.errors import ConfigError
 from imblab.runs import (
-    DEFAULT_TAGS,
     Run,
+    Table,
+    columns,
     failures,
     find_runs,
     group_runs,
@@ -40,41 +44,186 @@ from imblab.runs import (
     markdown,
     mean_std,
     run_table,
+    short_name,
     value,
     write_csv,
 )
 
-FIGURE_TAGS = ("val/f1_macro", "val/minority_recall")
+# the default columns: the monitor and the long-tail papers' test metrics (#14)
+COMPARE_TAGS = (
+    "val/f1_macro",
+    "test/f1_macro",
+    "test/balanced_accuracy",
+    "test/accuracy_many",
+    "test/accuracy_medium",
+    "test/accuracy_few",
+)
+FIGURE_TAGS = ("val/f1_macro", "test/f1_macro", "test/balanced_accuracy")
+WIDTH = 120  # the printed table fits this many columns unless --wide
+
+
+def seed_decimals(std: float) -> int:
+    """The decimals a mean over seeds supports: its standard deviation to two significant
+    digits, between 2 and 4 decimals; 3 without a spread (one run, or a std under 0.00005,
+    which is rounding noise, not a spread)."""
+    if not math.isfinite(std) or std < 5e-5:
+        return 3
+    rounded = float(f"{std:.2g}")  # 0.0999999 (a float32 0.1) -> 0.1
+    return min(4, max(2, 1 - math.floor(math.log10(rounded))))
+
+
+def mean_std_text(mean: float, std: float, n: int) -> str:
+    """``mean ± std`` rounded to :func:`seed_decimals` (``mean`` alone for one run; empty when
+    there is no value)."""
+    if math.isnan(mean):
+        return ""
+    if n < 2:
+        return f"{mean:.3f}"
+    d = seed_decimals(std)
+    return f"{mean:.{d}f} ± {std:.{d}f}" if std >= 5e-5 else f"{mean:.{d}f} ± 0"
+
+
+def readable(table: Table, grouped: bool, n_cols: int) -> list[list[str]]:
+    """The table's rows with the metric cells (the last ``n_cols``) rounded for people: 3
+    decimals per run, :func:`mean_std_text` per configuration (from the raw CSV values)."""
+    rows = []
+    for row, raw in zip(table.rows, table.csv_rows, strict=True):
+        head = row[: len(row) - n_cols]
+        if grouped:
+            done = int(raw[len(head) - 2])
+            pairs = raw[len(raw) - 2 * n_cols :]
+            means, stds = pairs[::2], pairs[1::2]
+            cells = [mean_std_text(m, s, done) for m, s in zip(means, stds, strict=True)]
+        else:
+            values = raw[len(raw) - n_cols :]
+            cells = ["" if v == "" or math.isnan(v) else f"{v:.3f}" for v in values]
+        rows.append([*head, *cells])
+    return rows
+
+
+def fit_columns(
+    header: list[str], rows: list[list[str]], first_metric: int, width: int
+) -> tuple[list[int], list[str]]:
+    """The columns to print within ``width`` characters (two spaces between columns, headers
+    split at their first ``/`` over two lines): every non-metric column (``failed`` only when
+    a run failed), the metric columns without the last-epoch ones, as many as fit in order.
+    Returns the kept column indices and the names of those left out."""
+
+    def column_width(i: int) -> int:
+        parts = header[i].split("/", 1)
+        return max([len(p) for p in parts] + [len(r[i]) for r in rows])
+
+    keep = [
+        i
+        for i in range(first_metric)
+        if header[i] != "failed" or any(row[i] != "0" for row in rows)  # no failures: no column
+    ]
+    left_out = []
+    used = sum(column_width(i) + 2 for i in keep)
+    for i in range(first_metric, len(header)):
+        if header[i].endswith("(last)"):
+            left_out.append(header[i])
+            continue
+        if used + column_width(i) > width:
+            left_out.append(header[i])
+            continue
+        keep.append(i)
+        used += column_width(i) + 2
+    return keep, left_out
+
+
+def text_table(header: list[str], rows: list[list[str]], keep: list[int]) -> str:
+    """An aligned plain-text table of the ``keep`` columns; metric headers over two lines
+    (``val`` / ``f1_macro (best)``), numbers right-aligned."""
+    tops, bottoms = [], []
+    for i in keep:
+        top, sep, bottom = header[i].partition("/")
+        tops.append(top if sep else "")
+        bottoms.append(bottom if sep else top)
+    cells = [[row[i] for i in keep] for row in rows]
+    widths = [
+        max([len(tops[j]), len(bottoms[j])] + [len(r[j]) for r in cells]) for j in range(len(keep))
+    ]
+
+    def line(values: list[str], right: bool) -> str:
+        parts = [
+            v.rjust(w) if right and any(ch.isdigit() for ch in v) else v.ljust(w)
+            for v, w in zip(values, widths, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    lines = [line(tops, False)] if any(tops) else []
+    lines.append(line(bottoms, False))
+    lines.append("  ".join("-" * w for w in widths))
+    lines += [line(r, True) for r in cells]
+    return "\n".join(lines) + "\n"
 
 
 def figure(
     runs: Sequence[Run], tags: Sequence[str], minority_k: int, seed_keys: Sequence[str], path: Path
 ) -> None:
-    """One bar panel per tag: each configuration's mean (best epoch; test: the one value) over
-    its completed runs, with the sample standard deviation over seeds as the error bar."""
+    """One bar group per configuration, one bar per tag: the mean over its completed runs (a
+    validation tag at the best epoch; a test tag its one value), the sample standard deviation
+    over seeds as the error bar, the value written on the bar. A 0 is drawn as a 0 (a flat bar
+    labelled ``0.000``), a missing value is marked ``n/a``."""
     import matplotlib  # start-up cost: only a figure needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     keys, groups = group_runs(runs, seed_keys)
-    labels = [", ".join(f"{k}={v}" for k, v in zip(keys, c, strict=True)) or "all" for c in groups]
-    fig, axes = plt.subplots(
-        1, len(tags), figsize=(4 + 3 * len(tags), 1.2 + 0.45 * len(groups)), squeeze=False
-    )
-    for ax, tag in zip(axes[0], tags, strict=True):
-        stats = [
-            mean_std([value(r, tag, "best", minority_k) for r in members if r.ok])
+    labels = ["\n".join(f"{k}={v}" for k, v in zip(keys, c, strict=True)) for c in groups]
+    labels = [label or "all runs" for label in labels]
+    stats = {
+        tag: [
+            (
+                *mean_std([value(r, tag, "best", minority_k) for r in members if r.ok]),
+                sum(r.ok for r in members),
+            )
             for members in groups.values()
         ]
-        means = [0.0 if math.isnan(m) else m for m, _ in stats]
-        errors = [0.0 if math.isnan(s) else s for _, s in stats]
-        ax.barh(range(len(labels)), means, xerr=errors, capsize=3, color="tab:blue")
-        ax.set_yticks(range(len(labels)), labels if ax is axes[0][0] else [""] * len(labels))
-        ax.invert_yaxis()
-        ax.set_xlim(0, 1)
-        ax.set_title(tag if tag.startswith("test/") else f"{tag} (best epoch)")
-        ax.grid(axis="x", alpha=0.3)
+        for tag in tags
+    }
+    n_groups, n_tags = len(labels), len(tags)
+    width = 0.8 / n_tags
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.0 + n_groups * (0.5 + 0.45 * n_tags)), 5.0))
+    colours = plt.get_cmap("tab10")
+    for j, tag in enumerate(tags):
+        x = [i + (j - (n_tags - 1) / 2) * width for i in range(n_groups)]
+        means = [m for m, _, _ in stats[tag]]
+        errors = [s if n > 1 and math.isfinite(s) else 0.0 for _, s, n in stats[tag]]
+        heights = [0.0 if math.isnan(m) else m for m in means]
+        name = tag if tag.startswith("test/") else f"{tag} (best epoch)"
+        ax.bar(x, heights, width * 0.92, yerr=errors, capsize=3, color=colours(j), label=name)
+        for xi, mean, err in zip(x, means, errors, strict=True):
+            text = "n/a" if math.isnan(mean) else f"{mean:.3f}"
+            top = 0.0 if math.isnan(mean) else mean + err
+            ax.text(
+                xi,
+                top + 0.01,
+                text,
+                ha="center",
+                va="bottom",
+                rotation=90,
+                fontsize=10,
+                color="tab:red" if math.isnan(mean) else "black",
+            )
+    ax.set_xticks(range(n_groups), labels, fontsize=10)
+    ax.set_ylim(0, 1.18)
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    ax.set_ylabel("score (mean ± std over seeds)")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    n_runs = sum(len(m) for m in groups.values())
+    ax.set_title(f"{n_runs} runs, {n_groups} configurations", fontsize=12)
+    ax.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.12 - 0.05 * max(len(keys) - 1, 0)),
+        ncols=min(n_tags, 3),
+        fontsize=10,
+        frameon=False,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -90,7 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("sweep_dir", type=Path, nargs="?", help="a sweep dir (or any dir of runs)")
     parser.add_argument(
-        "--tags", nargs="+", default=list(DEFAULT_TAGS), help="metric tags (columns)"
+        "--tags",
+        nargs="+",
+        default=list(COMPARE_TAGS),
+        help="metric tags (columns); also e.g. val/minority_recall, test/mcc",
+    )
+    parser.add_argument(
+        "--wide",
+        action="store_true",
+        help=f"print every column (default: what fits {WIDTH} columns; the files hold all)",
     )
     parser.add_argument(
         "--group-seeds",
@@ -172,8 +329,18 @@ def compare(args: argparse.Namespace) -> int:
         table = grouped_table(runs, args.tags, args.minority_k, args.seed_keys)
     else:
         table = run_table(runs, args.tags, args.minority_k)
-    text = markdown(table.header, table.rows) + failures(runs)
-    print(text)
+    n_cols = len(columns(args.tags))
+    rows = readable(table, args.group_seeds, n_cols)
+    text = markdown(table.header, rows) + failures(runs)
+    first_metric = len(table.header) - n_cols
+    keep, left_out = list(range(len(table.header))), list[str]()
+    if not args.wide:
+        keep, left_out = fit_columns(table.header, rows, first_metric, WIDTH)
+    if not args.group_seeds:  # job numbers; the dir names are in the CSV
+        rows = [[short_name(r[0]), *r[1:]] for r in rows]
+    print(text_table(table.header, rows, keep) + failures(runs))
+    if left_out:
+        print(f"not shown ({len(left_out)}; --wide shows them): " + ", ".join(left_out))
     out: Path = args.out or sweep_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.md").write_text(text)

@@ -9,8 +9,15 @@ Pure drawing: each function takes counts (or arrays) and returns a matplotlib :c
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, ParamSpec
+
+import matplotlib as mpl
 import numpy as np
+import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from imblab.metrics.calibration import Calibration
 from imblab.metrics.counts import Counts
@@ -24,97 +31,275 @@ from imblab.metrics.functional import (
 )
 
 __all__ = [
+    "CARD_STYLE",
+    "MAX_BARS",
+    "MAX_CLASSES",
+    "MAX_CURVES",
     "class_bars_figure",
+    "class_history_figure",
     "confusion_matrix_figure",
+    "figure_title",
     "pr_figure",
     "reliability_figure",
     "roc_figure",
+    "worst_classes",
 ]
 
+MAX_CLASSES = 12  # a confusion matrix shows at most this many classes (the worst by F1)
+MAX_BARS = 16  # a per-class bar chart shows at most this many classes (the worst by F1)
+MAX_CURVES = 10  # a ROC or PR figure draws at most this many curves (the worst by area)
+# Fonts for TensorBoard's image card: a figure ~500 px wide shown ~350 px wide stays legible.
+CARD_STYLE: dict[str, Any] = {
+    "font.size": 13,
+    "axes.titlesize": 14,
+    "axes.labelsize": 14,
+    "xtick.labelsize": 12,
+    "ytick.labelsize": 12,
+    "legend.fontsize": 11,
+    "figure.titlesize": 15,
+    "figure.dpi": 100,
+}
 
-def confusion_matrix_figure(confmat: np.ndarray, class_names: list[str]) -> Figure:
+P = ParamSpec("P")
+
+
+@contextmanager
+def _card_style() -> Iterator[None]:
+    with mpl.rc_context(CARD_STYLE):  # type: ignore[arg-type]  # keys are rcParams names
+        yield
+
+
+def _card(draw: Callable[P, Figure]) -> Callable[P, Figure]:
+    """Draw with :data:`CARD_STYLE` (text properties are fixed when the text is created)."""
+
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Figure:
+        with _card_style():
+            return draw(*args, **kwargs)
+
+    wrapper.__name__, wrapper.__doc__ = draw.__name__, draw.__doc__
+    return wrapper
+
+
+def figure_title(stage: str, where: str, what: str) -> str:
+    """``<stage> · <where> · <what>`` (``val · epoch 12 · confusion matrix``), empty parts
+    left out."""
+    return " · ".join(part for part in (stage, where, what) if part)
+
+
+def worst_classes(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` lowest ``scores`` (undefined, NaN, first), in class order."""
+    order = np.argsort(np.nan_to_num(scores, nan=-np.inf), kind="stable")[:k]
+    return np.sort(order)
+
+
+def _title(fig: Figure, title: str, note: str = "") -> None:
+    if title or note:
+        fig.suptitle("\n".join(t for t in (title, note) if t))
+
+
+@_card
+def confusion_matrix_figure(confmat: np.ndarray, class_names: list[str], title: str = "") -> Figure:
     """Heat map of the row-normalised confusion matrix (colour: the fraction of the true class,
-    i.e. recall on the diagonal) with the raw counts written in (up to 20 classes)."""
-    rows = confmat.sum(axis=1, keepdims=True)
-    normalised = np.divide(confmat, rows, out=np.zeros(confmat.shape), where=rows > 0)
+    i.e. recall on the diagonal) with the raw counts written in. Above :data:`MAX_CLASSES`
+    classes: the rows of the worst classes by F1, their columns and one ``other`` column (the
+    predictions of every other class), so each row still sums to the class's support."""
     c = len(class_names)
-    size = max(4.0, 0.5 * c + 2)
-    fig = Figure(figsize=(size, size))
+    names = list(class_names)
+    note = ""
+    matrix = confmat.astype(np.float64)
+    if c > MAX_CLASSES:
+        f1 = per_class_prf(torch.as_tensor(confmat), 1.0, 0.0)[2].numpy()
+        keep = worst_classes(f1, MAX_CLASSES)
+        rest = np.setdiff1d(np.arange(c), keep)
+        matrix = np.concatenate(
+            [matrix[np.ix_(keep, keep)], matrix[np.ix_(keep, rest)].sum(axis=1, keepdims=True)],
+            axis=1,
+        )
+        names = [class_names[i] for i in keep]
+        note = f"the {len(keep)} worst of {c} classes by F1"
+    rows = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
+    n_rows, n_cols = matrix.shape
+    size = max(4.6, 0.3 * n_cols + 2.0)
+    fig = Figure(figsize=(size, size * 0.95), layout="constrained")
     ax = fig.add_subplot()
     im = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
-    ticks = np.arange(c)
-    ax.set_xticks(ticks, class_names, rotation=45 if c > 10 else 0)
-    ax.set_yticks(ticks, class_names)
-    ax.set(xlabel="predicted", ylabel="true")
-    if c <= 20:
-        for i in range(c):
-            for j in range(c):
-                colour = "white" if normalised[i, j] > 0.5 else "black"
-                ax.text(
-                    j,
-                    i,
-                    str(int(confmat[i, j])),
-                    ha="center",
-                    va="center",
-                    color=colour,
-                    fontsize="x-small",
-                )
-    fig.tight_layout()
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label="fraction of true class")
+    columns = names + (["other"] if n_cols > n_rows else [])
+    ax.set_xticks(np.arange(n_cols), columns, rotation=90 if n_cols > 10 else 0)
+    ax.set_yticks(np.arange(n_rows), names)
+    ax.set(xlabel="predicted class", ylabel="true class")
+    fontsize = 12 if n_cols <= 6 else 11 if n_cols <= 10 else 9
+    for i in range(n_rows):
+        for j in range(n_cols):
+            colour = "white" if normalised[i, j] > 0.5 else "black"
+            ax.text(
+                j,
+                i,
+                str(int(matrix[i, j])),
+                ha="center",
+                va="center",
+                color=colour,
+                fontsize=fontsize,
+            )
+    _title(fig, title, note)
     return fig
 
 
-def roc_figure(counts: Counts, class_names: list[str]) -> Figure:
+def _curve_subset(areas: list[float], class_names: list[str]) -> tuple[list[int], str]:
+    """The classes whose curves are drawn: all up to :data:`MAX_CURVES`, else the worst by
+    area, with the note saying so."""
+    c = len(class_names)
+    if c <= MAX_CURVES:
+        return list(range(c)), ""
+    keep = worst_classes(np.asarray(areas, dtype=np.float64), MAX_CURVES).tolist()
+    return keep, f"the {len(keep)} worst of {c} classes"
+
+
+def _legend(fig: Figure, n: int, what: str) -> None:
+    """The curves' legend under the axes (``<class> <area>``), never over the curves."""
+    fig.legend(
+        loc="outside lower center",
+        ncols=min(n, 3),
+        fontsize=11,
+        title=f"class and {what}",
+        title_fontsize=11,
+        handlelength=1.2,
+        columnspacing=1.0,
+        frameon=False,
+    )
+
+
+@_card
+def roc_figure(counts: Counts, class_names: list[str], title: str = "") -> Figure:
     """One-vs-rest ROC curve of every class (:func:`~imblab.metrics.functional.roc_curves`),
-    AUROC in the legend."""
+    AUROC in the legend; above :data:`MAX_CURVES` classes the worst by AUROC."""
     curves = roc_curves(counts)
     areas = auroc(counts).tolist()
-    fig = Figure(figsize=(6, 5))
+    keep, note = _curve_subset(areas, class_names)
+    fig = Figure(figsize=(5.0, 6.0), layout="constrained")
     ax = fig.add_subplot()
-    for name, (fpr, tpr, _), area in zip(class_names, curves, areas, strict=True):
-        ax.plot(fpr.cpu().numpy(), tpr.cpu().numpy(), label=f"{name} (AUC {area:.3f})")
+    colours = mpl.colormaps["tab10" if len(keep) <= 10 else "tab20"]
+    for k, i in enumerate(keep):
+        fpr, tpr, _ = curves[i]
+        ax.plot(
+            fpr.cpu().numpy(),
+            tpr.cpu().numpy(),
+            color=colours(k % colours.N),
+            linewidth=1.8,
+            label=f"{class_names[i]} {areas[i]:.3f}",
+        )
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1))
-    ax.legend(fontsize="small", loc="lower right")
-    fig.tight_layout()
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01))
+    _legend(fig, len(keep), "AUROC")
+    _title(fig, title, note)
     return fig
 
 
-def pr_figure(counts: Counts, class_names: list[str]) -> Figure:
+@_card
+def pr_figure(counts: Counts, class_names: list[str], title: str = "") -> Figure:
     """One-vs-rest precision-recall curve of every class, AP in the legend: ``precision =
     TP / (TP + FP)``, ``recall = TP / P`` at every threshold (points with no prediction left
-    out)."""
+    out); above :data:`MAX_CURVES` classes the worst by AP."""
     tp, fp, _ = curve_counts(counts)
     areas = average_precision(counts).tolist()
-    fig = Figure(figsize=(6, 5))
+    keep, note = _curve_subset(areas, class_names)
+    fig = Figure(figsize=(5.0, 6.0), layout="constrained")
     ax = fig.add_subplot()
-    for c, (name, area) in enumerate(zip(class_names, areas, strict=True)):
+    colours = mpl.colormaps["tab10" if len(keep) <= 10 else "tab20"]
+    for k, c in enumerate(keep):
         tp_c, fp_c = tp[c].double(), fp[c].double()
         predicted = (tp_c + fp_c) > 0
         positives = tp_c.max()
         precision = _divide(tp_c, tp_c + fp_c, 0.0)[predicted]
         recall = _divide(tp_c, positives.expand_as(tp_c), 0.0)[predicted]
-        ax.plot(recall.numpy(), precision.numpy(), label=f"{name} (AP {area:.3f})")
+        ax.plot(
+            recall.numpy(),
+            precision.numpy(),
+            color=colours(k % colours.N),
+            linewidth=1.8,
+            label=f"{class_names[c]} {areas[c]:.3f}",
+        )
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
-    ax.legend(fontsize="small", loc="lower left")
-    fig.tight_layout()
+    _legend(fig, len(keep), "AP")
+    _title(fig, title, note)
     return fig
 
 
-def class_bars_figure(counts: Counts, class_names: list[str], zero_division: float = 0.0) -> Figure:
+@_card
+def class_bars_figure(
+    counts: Counts, class_names: list[str], zero_division: float = 0.0, title: str = ""
+) -> Figure:
     """Per-class precision, recall and F1 as grouped bars, the support under each class name
-    (``zero_division``: the value of an undefined score)."""
+    (``zero_division``: the value of an undefined score); above :data:`MAX_BARS` classes
+    the worst by F1."""
     precision, recall, f1, support = per_class_prf(counts.confmat, 1.0, zero_division)
-    x = np.arange(counts.num_classes)
-    fig = Figure(figsize=(max(6.0, 0.9 * counts.num_classes), 4))
+    c = counts.num_classes
+    keep = np.arange(c)
+    note = ""
+    if c > MAX_BARS:
+        keep = worst_classes(f1.cpu().numpy(), MAX_BARS)
+        note = f"the {len(keep)} worst of {c} classes by F1"
+    x = np.arange(len(keep))
+    series = (("precision", precision), ("recall", recall), ("F1", f1))
+    colours = ("tab:blue", "tab:orange", "tab:green")
+    long = len(keep) > 10 or max(len(class_names[k]) for k in keep) > 4
+    if long:  # one row per class, in class order: the names stay horizontal and legible
+        fig = Figure(figsize=(5.2, 0.42 * len(keep) + 1.8), layout="constrained")
+        ax = fig.add_subplot()
+        for i, (label, values) in enumerate(series):
+            shown = values.cpu().numpy()[keep]
+            ax.barh(x + (i - 1) * 0.27, shown, height=0.27, label=label, color=colours[i])
+        labels = [f"{class_names[k]} ({int(support[k])})" for k in keep]
+        ax.set_yticks(x, labels)
+        ax.invert_yaxis()
+        ax.set(xlim=(0, 1.0), xlabel="score", ylabel="class (support)")
+        ax.xaxis.grid(True, linewidth=0.5, alpha=0.5)
+    else:
+        fig = Figure(figsize=(5.2, 4.4), layout="constrained")
+        ax = fig.add_subplot()
+        for i, (label, values) in enumerate(series):
+            shown = values.cpu().numpy()[keep]
+            ax.bar(x + (i - 1) * 0.27, shown, width=0.27, label=label, color=colours[i])
+        ax.set_xticks(x, [f"{class_names[k]}\n{int(support[k])}" for k in keep])
+        ax.set(ylim=(0, 1.0), ylabel="score", xlabel="class, support")
+        ax.yaxis.grid(True, linewidth=0.5, alpha=0.5)
+    ax.set_axisbelow(True)
+    ax.legend(ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=11, frameon=False)
+    _title(fig, title, note)
+    return fig
+
+
+@_card
+def class_history_figure(
+    epochs: list[int], values: np.ndarray, class_names: list[str], metric: str, title: str = ""
+) -> Figure:
+    """Each class's ``metric`` (``values``: epochs x classes) over the epochs, one colour per
+    class; above :data:`MAX_CURVES` classes the worst by the last epoch's value."""
+    c = len(class_names)
+    keep = list(range(c))
+    note = ""
+    if c > MAX_CURVES:
+        keep = worst_classes(values[-1], MAX_CURVES).tolist()
+        note = f"the {len(keep)} worst of {c} classes at the last epoch"
+    fig = Figure(figsize=(5.0, 5.6), layout="constrained")
     ax = fig.add_subplot()
-    for i, (label, values) in enumerate((("precision", precision), ("recall", recall), ("F1", f1))):
-        ax.bar(x + (i - 1) * 0.27, values.cpu().numpy(), width=0.27, label=label)
-    labels = [f"{n}\nn={int(s)}" for n, s in zip(class_names, support, strict=True)]
-    ax.set_xticks(x, labels, fontsize="small")
-    ax.set(ylim=(0, 1.0), ylabel="score")
-    ax.legend(fontsize="small", ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout()
+    colours = mpl.colormaps["tab10"]
+    for k, i in enumerate(keep):
+        ax.plot(
+            epochs,
+            values[:, i],
+            color=colours(k % colours.N),
+            marker="o",
+            markersize=3,
+            linewidth=1.8,
+            label=f"{class_names[i]} {values[-1, i]:.2f}",
+        )
+    ax.set(xlabel="epoch", ylabel=metric, ylim=(0, 1.02))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    _legend(fig, len(keep), f"{metric} (last epoch)")
+    _title(fig, title, note)
     return fig
 
 

@@ -15,7 +15,8 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from imblab.runs import error_line, read_status, utc_now, write_status, write_summary
+from imblab.tensorboard import EVENTS
 from imblab.training import build_trainer
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,18 @@ def swept_keys(config: DictConfig) -> list[str]:
 
 
 OmegaConf.register_new_resolver("imblab.job_subdir", job_subdir, replace=True)
+
+
+@contextmanager
+def quiet_logger(name: str, level: int = logging.WARNING) -> Iterator[None]:
+    """Raise the level of logger ``name`` to ``level`` inside the block (its INFO chatter)."""
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.setLevel(max(level, previous))
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 def process_rank() -> int:
@@ -194,15 +208,17 @@ def release_memory() -> None:
 def launches_processes(cfg: DictConfig) -> bool:
     """Whether the Trainer of ``cfg`` would start its other processes itself (DDP on one node:
     Lightning re-runs the command line, which inside a sweep would start the whole sweep
-    again). False where a cluster (SLURM, torchrun) starts one process per rank."""
-    trainer = build_trainer(
-        cfg,
-        logger=False,
-        callbacks=[],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    again). False where a cluster (SLURM, torchrun) starts one process per rank. The probe
+    Trainer is built quietly: the job's own Trainer prints Lightning's banner and tips."""
+    with quiet_logger("lightning.pytorch"), quiet_logger("lightning.fabric"):
+        trainer = build_trainer(
+            cfg,
+            logger=False,
+            callbacks=[],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
     env = getattr(trainer.strategy, "cluster_environment", None)
     return trainer.world_size > 1 and env is not None and not env.creates_processes_externally
 
@@ -253,7 +269,11 @@ class SweepCallback(Callback):
                 config.hydra.sweeper.n_trials = remaining
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        write_summary(Path(config.hydra.sweep.dir))
+        with quiet_logger("tensorboard"):  # its event reader logs every file it advances to
+            write_summary(Path(config.hydra.sweep.dir))
+        root = Path(config.hydra.sweep.dir).resolve()
+        if (root / EVENTS).is_dir():
+            log.info("TensorBoard: tensorboard --logdir %s", root / EVENTS)
 
 
 def resume_optuna(storage: str, study_name: str, n_trials: int) -> int:

@@ -1,4 +1,11 @@
-"""TensorBoard helpers: the run's SummaryWriter, the HParams view and the custom-scalars layout.
+"""TensorBoard helpers: where a run's events go, its SummaryWriter, the HParams view and the
+custom-scalars layout.
+
+A run's events go to ``<root>/tensorboard/<run name>/``: the root is the run dir, or the sweep
+dir for a sweep job, and the run name is the run dir's name (a sweep job's: its number and swept
+values), so ``tensorboard --logdir <root>/tensorboard`` names each run after itself, and a
+resumed run writes on into the same TensorBoard run (:func:`tensorboard_root`,
+:func:`run_name`; reading them back: :func:`imblab.runs.event_dir`).
 
 The HParams view of a run is written in two parts, as :meth:`SummaryWriter.add_hparams` would
 write them into the run's own event file: :func:`log_hparams` at the start (the experiment: its
@@ -12,12 +19,49 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
+
+from imblab.metrics.groups import GROUPS
+from imblab.runs import EVENTS
+
+
+def in_sweep() -> bool:
+    """Whether this process runs a Hydra multirun job."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def tensorboard_root(output_dir: str | None) -> str | None:
+    """The folder whose ``tensorboard/`` holds this run's TensorBoard run: the sweep dir (the
+    job dir's parent) in a sweep job, else the run dir itself (None before Hydra has one, as
+    in ``--cfg job``)."""
+    if output_dir is None:
+        return None
+    return str(Path(output_dir).parent) if in_sweep() else output_dir
+
+
+def run_name(output_dir: str | None) -> str | None:
+    """The run's name in TensorBoard: its directory's name (None before Hydra has one)."""
+    return None if output_dir is None else Path(output_dir).resolve().name
+
+
+def logdir_command(output_dir: Path) -> str:
+    """The command that opens this run (in a sweep: every job of the sweep) in TensorBoard."""
+    root = tensorboard_root(str(output_dir.resolve()))
+    assert root is not None
+    return f"tensorboard --logdir {Path(root) / EVENTS}"
+
+
+OmegaConf.register_new_resolver("imblab.tensorboard_root", tensorboard_root, replace=True)
+OmegaConf.register_new_resolver("imblab.run_name", run_name, replace=True)
 
 
 def tensorboard_writer(trainer: Trainer) -> SummaryWriter | None:
@@ -36,6 +80,101 @@ def rank_zero_writer(trainer: Trainer) -> SummaryWriter | None:
 def best_tag(monitor: str) -> str:
     """The scalar tag of the monitor's best value over epochs (``best/val/f1_macro``)."""
     return f"best/{monitor}"
+
+
+HIDDEN = ("_target_", "dir")  # no HParams key contains these; none starts with "callbacks"
+
+
+def _scalar(value: Any) -> bool | int | float | str:
+    """A value the HParams view can show: numbers, text and booleans as they are, ``none`` for
+    null, anything else as text."""
+    if value is None:
+        return "none"
+    return value if isinstance(value, bool | int | float | str) else str(value)
+
+
+def _class_name(node: Any) -> str | None:
+    """The class name of a config node's ``_target_`` (``torch.optim.AdamW`` -> ``AdamW``)."""
+    target = node.get("_target_") if isinstance(node, Mapping | DictConfig) else None
+    return str(target).rsplit(".", 1)[-1] if target else None
+
+
+def shown_key(key: str) -> bool:
+    """Whether a config key may appear in the HParams view (no ``_target_``, no path-like
+    ``dir`` key, nothing of the ``callbacks`` group; the full config is in ``.hydra/``)."""
+    return not key.startswith(("callbacks", "hydra", "hparams_metrics")) and not any(
+        word in key for word in HIDDEN
+    )
+
+
+def experiment_hparams(
+    cfg: DictConfig,
+    data: Mapping[str, Any],
+    choices: Mapping[str, Any] | None = None,
+    overrides: Sequence[str] = (),
+) -> dict[str, bool | int | float | str]:
+    """The settings that define a run, under readable names, for TensorBoard's HParams view.
+
+    The five that tell runs apart come first: ``dataset``, ``loss``, ``lr``, ``sampler``
+    (``none`` without one) and ``seed``. TensorBoard sorts the names and shows the first five
+    as columns (in a sweep, those whose values differ first), so every other name sorts after
+    ``seed``: ``setup/*`` holds the rest of the run's settings (model, backbone, optimizer,
+    weight decay, batch size, epochs, monitor, experiment, tags, ``setup/loss/<option>``) and
+    the realised data (``setup/data/*``: source, profile, ratios, sizes, from ``data``:
+    :meth:`DataSummary.hparams`), ``user/<key>`` every other command-line override. Options
+    are Hydra's ``runtime.choices`` (``choices``; else class names). No key contains
+    ``_target_`` or ``dir`` (:func:`shown_key`)."""
+    choices = dict(choices or {})
+    model = cfg.get("model") or {}
+    optimizer = model.get("optimizer") or {}
+    loss = cfg.get("loss") or {}
+    sampler = cfg.get("sampler") or {}
+    params: dict[str, Any] = {
+        "dataset": choices.get("data") or _class_name(cfg.get("data") or {}),
+        "loss": choices.get("loss") or _class_name(loss),
+        "lr": optimizer.get("lr"),
+        "sampler": ("none" if not sampler else choices.get("sampler") or _class_name(sampler)),
+        "seed": cfg.get("seed"),
+        "setup/data/source": data.get("source_used"),
+        "setup/data/profile": data.get("profile"),
+        "setup/data/imbalance_ratio": data.get("imbalance_ratio"),
+        "setup/data/realised_ratio": data.get("realised_ratio"),
+        "setup/data/num_classes": data.get("num_classes"),
+        "setup/data/train_size": data.get("train_size"),
+        "setup/model": choices.get("model") or _class_name(model),
+        "setup/backbone": _class_name(model.get("backbone") or {}) or model.get("backbone"),
+        "setup/optimizer": _class_name(optimizer),
+        "setup/weight_decay": optimizer.get("weight_decay"),
+        "setup/batch_size": (cfg.get("data") or {}).get("batch_size"),
+        "setup/epochs": (cfg.get("trainer") or {}).get("max_epochs"),
+        "setup/monitor": (cfg.get("monitor") or {}).get("metric"),
+    }
+    if choices.get("experiment"):
+        params["setup/experiment"] = choices["experiment"]
+    if cfg.get("tags"):
+        params["setup/tags"] = ",".join(map(str, cfg.tags))
+    for key, value in loss.items():
+        if key not in ("_target_", "_partial_", "class_counts", "ignore_index"):
+            params[f"setup/loss/{key}"] = value
+    shown = {"data.batch_size", "trainer.max_epochs", "seed", "model.optimizer.lr", "tags"}
+    shown |= {"model.optimizer.weight_decay", "loss", "sampler", "data", "model", "experiment"}
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        key = key.lstrip("+~")
+        if sep and key not in shown and shown_key(key):
+            params["user/" + key.replace(".", "/")] = value
+    return {k: _scalar(v) for k, v in params.items() if shown_key(k)}
+
+
+def run_hparams(cfg: DictConfig, data: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
+    """:func:`experiment_hparams` with the config choices and command-line overrides of the
+    running Hydra job (none outside one)."""
+    if not HydraConfig.initialized():
+        return experiment_hparams(cfg, data)
+    hc = HydraConfig.get()
+    choices = OmegaConf.to_container(OmegaConf.create(dict(hc.runtime.choices or {})))
+    overrides = list(hc.overrides.task or [])
+    return experiment_hparams(cfg, data, choices, overrides)  # type: ignore[arg-type]
 
 
 def log_hparams(writer: SummaryWriter, params: Mapping[str, Any], tags: Sequence[str]) -> None:
@@ -60,19 +199,37 @@ def log_final_hparams(writer: SummaryWriter, monitor: str, best: float | None, s
     writer.flush()
 
 
-def class_layout(class_names: Sequence[str], stages: Sequence[str] = ("val",)) -> dict[str, Any]:
+AVERAGES = ("f1_macro", "balanced_accuracy", "accuracy", "auroc_macro", "ap_macro")
+
+
+def class_layout(
+    class_names: Sequence[str], stages: Sequence[str] = ("val",), max_classes: int | None = None
+) -> dict[str, Any]:
     """Custom-scalars layout that follows each class across runs: per stage, a category of
     per-class F1 charts and one of per-class recall (one chart per class, every selected run in
-    it), and an overview category with all classes' F1 and recall curves."""
+    it, one colour per run). There is no all-classes chart: TensorBoard colours a chart's lines
+    by run, so every class of a run would share one colour; the image
+    ``val/f1_per_class_history`` (``metrics=[default,class_history]``) draws that overview.
+
+    With more than ``max_classes`` classes (``per_class_max_classes``: the per-class scalars are
+    not logged then) it charts, per stage, the shot groups instead (``<stage>/accuracy_<group>``
+    and ``<stage>/f1_macro_<group>`` for many, medium, few: one chart per tag, for the same
+    reason) and the averages (:data:`AVERAGES`)."""
     layout: dict[str, Any] = {}
     for stage in stages:
+        if max_classes is not None and len(class_names) > max_classes:
+            for metric, title in (("accuracy", "accuracy"), ("f1_macro", "macro F1")):
+                layout[f"{stage} {title} by shot group"] = {
+                    f"{stage}/{metric}_{group}": ["Multiline", [f"^{stage}/{metric}_{group}$"]]
+                    for group in GROUPS
+                }
+            layout[f"{stage} averages"] = {
+                f"{stage}/{key}": ["Multiline", [f"^{stage}/{key}$"]] for key in AVERAGES
+            }
+            continue
         for metric, title in (("f1", "F1"), ("recall", "recall")):
             layout[f"{stage} {title} per class"] = {
                 f"{stage}/{metric}/{name}": ["Multiline", [f"^{stage}/{metric}/{re.escape(name)}$"]]
                 for name in class_names
             }
-        layout[f"{stage} all classes"] = {
-            f"{stage} F1, every class": ["Multiline", [f"^{stage}/f1/"]],
-            f"{stage} recall, every class": ["Multiline", [f"^{stage}/recall/"]],
-        }
     return layout

@@ -14,17 +14,24 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from imblab.config import flatten, instantiate, instantiate_callbacks, validate
+from imblab.callbacks.scalars import ClassificationScalars
+from imblab.config import check_monitor, instantiate, instantiate_callbacks, validate
+from imblab.console import print_summary, training_summary
 from imblab.data.base import ImbalancedDataModule
 from imblab.data.summary import DataSummary
 from imblab.errors import ConfigError
+from imblab.losses import ImbalanceLoss
+from imblab.models.backbones import init_head_bias
+from imblab.resume import RandomState, interruptions_recorded, record_monitor
 from imblab.tensorboard import (
     best_tag,
     class_layout,
     log_final_hparams,
     log_hparams,
+    logdir_command,
+    run_hparams,
     tensorboard_writer,
 )
 
@@ -60,8 +67,12 @@ def build_model(cfg: DictConfig, datamodule: ImbalancedDataModule) -> LightningM
         class_counts=train_counts,
         ignore_index=cfg.model.counts.ignore_index,
     )
+    # model.head is the backbone's (its config reads ${model.head}), not the module's
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    assert isinstance(model_cfg, dict)
+    model_cfg.pop("head", None)
     model: LightningModule = instantiate(
-        cfg.model,
+        model_cfg,
         _convert_="all",
         loss=loss,
         num_classes=datamodule.num_classes,
@@ -69,6 +80,15 @@ def build_model(cfg: DictConfig, datamodule: ImbalancedDataModule) -> LightningM
         train_counts=train_counts,
         backbone={"in_channels": datamodule.in_channels, "num_classes": datamodule.num_classes},
     )
+    if not isinstance(loss, ImbalanceLoss):  # a loss of your own: used as it is
+        return model
+    bias = loss.head_bias_init  # sigmoid class-balanced focal: -log(C - 1)
+    if bias is not None and not init_head_bias(model.get_submodule("backbone"), bias):
+        log.warning("loss: the model's head has no bias to initialise to %.3f", bias)
+    drw_epoch = loss.drw_epoch
+    max_epochs = cfg.trainer.get("max_epochs")
+    if drw_epoch is not None and max_epochs is not None and 0 <= max_epochs <= drw_epoch:
+        log.warning("loss.drw_epoch=%d is past the last epoch: no re-weighting", drw_epoch)
     return model
 
 
@@ -113,16 +133,17 @@ def resume_path(cfg: DictConfig) -> str | None:
 
 @rank_zero_only
 def log_run_hparams(trainer: Trainer, cfg: DictConfig, datamodule: ImbalancedDataModule) -> None:
-    """Write the flattened config and the realised data (``data/realised/*``) to TensorBoard's
-    HParams view, linked to the metric tags of ``hparams_metrics`` and the monitor's best value,
-    and the per-class custom-scalars layout."""
+    """Write the experiment (:func:`~imblab.tensorboard.run_hparams`: the run's settings and
+    realised data under readable names) to TensorBoard's HParams view, linked to the metric tags
+    of ``hparams_metrics`` and the monitor's best value, and the custom-scalars layout (per class,
+    or above ``per_class_max_classes`` per shot group)."""
     writer = tensorboard_writer(trainer)
     if writer is None:
         return
-    params = {k: v for k, v in flatten(cfg).items() if not k.startswith("hparams_metrics")}
-    params.update(flatten(datamodule.summary().hparams(), prefix="data/realised/"))
+    params = run_hparams(cfg, datamodule.summary().hparams())
     log_hparams(writer, params, [*cfg.hparams_metrics, best_tag(cfg.monitor.metric)])
-    writer.add_custom_scalars(class_layout(list(datamodule.class_names)))
+    names = list(datamodule.class_names)
+    writer.add_custom_scalars(class_layout(names, max_classes=cfg.per_class_max_classes))
     writer.flush()
 
 
@@ -138,7 +159,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
     callbacks = instantiate_callbacks(cfg.get("callbacks"), "callbacks")
-    callbacks += instantiate_callbacks(cfg.get("metrics"), "metrics")
+    metric_callbacks = instantiate_callbacks(cfg.get("metrics"), "metrics")
+    check_monitor(
+        cfg.monitor.metric, metric_callbacks, datamodule.class_names, datamodule.train_counts
+    )
+    callbacks += metric_callbacks
+    callbacks.append(RandomState())  # a resumed run draws what the uninterrupted one drew
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     if not loggers:  # nothing to show learning rates in
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -148,37 +174,70 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         log.info("run dir: %s", output_dir.resolve())
         if tensorboard_writer(trainer) is not None:
-            log.info("TensorBoard: tensorboard --logdir %s", output_dir.resolve())
+            log.info("TensorBoard: %s", logdir_command(output_dir))
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg), weights_only=True)
+    with interruptions_recorded(trainer, output_dir):  # SIGINT/SIGTERM: status interrupted
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg), weights_only=True)
     metrics = scalar_metrics(trainer)
+    record_monitor(trainer, cfg.monitor.metric, cfg.monitor.mode, output_dir)
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
     if cfg.test:
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        with interruptions_recorded(trainer, output_dir):
+            # verbose=False: Lightning's table would show test/loss alone; the summary shows all
+            trainer.test(
+                model,
+                datamodule=datamodule,
+                ckpt_path=best or None,
+                weights_only=True,
+                verbose=False,
+            )
         metrics.update(scalar_metrics(trainer))
     if trainer.is_global_zero:
         headline = {k: v for k, v in sorted(metrics.items()) if k.count("/") == 1}
         log.info("final: %s", ", ".join(f"{k}={v:.4f}" for k, v in headline.items()))
-        write_metrics(output_dir / "metrics.json", metrics, cfg, best, datamodule.summary())
+        groups = next(
+            (
+                c.group_record(datamodule.class_names, datamodule.train_counts)
+                for c in callbacks
+                if isinstance(c, ClassificationScalars)
+            ),
+            None,
+        )
+        write_metrics(output_dir / "metrics.json", metrics, cfg, best, datamodule.summary(), groups)
         if (writer := tensorboard_writer(trainer)) is not None:
             score = checkpoint.best_model_score if isinstance(checkpoint, ModelCheckpoint) else None
             best_score = None if score is None else float(score)
             log_final_hparams(writer, cfg.monitor.metric, best_score, trainer.global_step)
+        command = logdir_command(output_dir) if tensorboard_writer(trainer) is not None else None
+        max_classes = int(cfg.get("per_class_max_classes") or 100)
+        data = datamodule.summary()
+        monitor = cfg.monitor.metric
+        print_summary(
+            training_summary(trainer, metrics, monitor, data, output_dir, max_classes, command)
+        )
     return metrics
 
 
 def write_metrics(
-    path: Path, metrics: dict[str, float], cfg: DictConfig, best: str, data: DataSummary
+    path: Path,
+    metrics: dict[str, float],
+    cfg: DictConfig,
+    best: str,
+    data: DataSummary,
+    groups: dict[str, Any] | None = None,
 ) -> None:
     """``metrics.json``: the final validation and test scalars, plus what produced them (the
-    monitor, the best checkpoint, the realised data)."""
-    record = {
+    monitor, the best checkpoint, the realised data, and the many/medium/few-shot ``groups``
+    the group scores were computed over, when known)."""
+    record: dict[str, Any] = {
         "monitor": {"metric": cfg.monitor.metric, "mode": cfg.monitor.mode},
         "best_checkpoint": best or None,
         "data": data.record(),
         "metrics": {k: (None if math.isnan(v) else v) for k, v in sorted(metrics.items())},
     }
+    if groups is not None:
+        record["groups"] = groups
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     log.info("wrote %s", path)

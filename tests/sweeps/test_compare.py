@@ -14,7 +14,7 @@ import pytest
 import yaml
 from torch.utils.tensorboard import SummaryWriter
 
-from imblab.compare import build_parser, compare
+from imblab.compare import build_parser, compare, seed_decimals
 from imblab.runs import write_summary
 
 CLASSES = ["a", "b", "c", "d"]
@@ -140,8 +140,8 @@ def test_group_seeds_gives_mean_and_std_over_completed_runs(tmp_path: Path) -> N
         assert float(row["val/f1_macro (best) mean"]) == approx(statistics.fmean(f1s))
         assert float(row["val/f1_macro (best) std"]) == approx(statistics.stdev(f1s))
     table = (out / "compare.md").read_text()
-    mean, std = statistics.fmean([0.5, 0.7, 0.6]), statistics.stdev([0.5, 0.7, 0.6])
-    assert f"| ce | 3 | 0 | {mean:.4f} ± {std:.4f} | {mean:.4f} ± {std:.4f} |" in table
+    # std 0.1 over three seeds: two significant digits of it, the mean to the same decimals
+    assert "| ce | 3 | 0 | 0.60 ± 0.10 | 0.60 ± 0.10 |" in table
 
 
 def test_single_seed_group_has_zero_std_and_missing_tags_are_blank(tmp_path: Path) -> None:
@@ -171,3 +171,55 @@ def test_no_runs_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert run_compare(tmp_path) == 2
     assert "no runs" in capsys.readouterr().err
     assert run_compare(tmp_path / "missing") == 2
+
+
+@pytest.mark.parametrize(
+    ("std", "decimals"),
+    [(0.1, 2), (0.5, 2), (0.0123, 3), (0.0012, 4), (0.00012, 4), (2.3e-06, 3), (0.0, 3)],
+)
+def test_seed_decimals_keep_two_significant_digits_of_the_spread(std: float, decimals: int):
+    assert seed_decimals(std) == decimals
+
+
+def test_identical_seeds_print_no_spurious_std(tmp_path: Path, capsys) -> None:
+    sweep = tmp_path / "sweep"
+    for i, (seed, f1) in enumerate(((1, 0.6123), (2, 0.6123 + 2.3e-6))):
+        make_run(sweep, f"{i}_ce_{seed}", ["loss=ce", f"seed={seed}"], [epoch(f1, [1] * 4)])
+    assert run_compare(sweep, "--group-seeds", "--tags", "val/f1_macro", "--no-figure") == 0
+    printed = capsys.readouterr().out
+    assert "0.612 ± 0" in printed and "e-0" not in printed
+
+
+def test_printed_table_fits_120_columns_and_wide_shows_all(tmp_path: Path, capsys) -> None:
+    sweep = tmp_path / "sweep"
+    tags = ["val/f1_macro", "val/balanced_accuracy", "test/f1_macro", "test/accuracy_many"]
+    tags += ["test/accuracy_medium", "test/accuracy_few", "test/balanced_accuracy", "test/mcc"]
+    i = 0
+    for loss in ("cross_entropy", "focal_long_name"):
+        for sampler in ("none", "square_root"):
+            for seed in (1, 2, 3):
+                test = {t: 0.5 + 0.01 * seed for t in tags if t.startswith("test/")}
+                overrides = [f"loss={loss}", f"sampler={sampler}", f"seed={seed}"]
+                make_run(sweep, f"{i}_x", overrides, [epoch(0.4 + 0.01 * seed, [1] * 4)], test)
+                i += 1
+    args = ["--group-seeds", "--tags", *tags, "--no-figure"]
+    assert run_compare(sweep, *args) == 0
+    narrow = capsys.readouterr().out
+    table = narrow.split("\nnot shown")[0]
+    assert max(len(line) for line in table.splitlines()) <= 120
+    assert "not shown" in narrow and "--wide" in narrow
+    assert run_compare(sweep, *args, "--wide") == 0
+    wide = capsys.readouterr().out
+    assert "not shown" not in wide and "(last)" in wide and "mcc" in wide
+
+
+def test_default_columns_are_the_long_tail_metrics(tmp_path: Path) -> None:
+    args = build_parser().parse_args([str(tmp_path)])
+    assert args.tags == [
+        "val/f1_macro",
+        "test/f1_macro",
+        "test/balanced_accuracy",
+        "test/accuracy_many",
+        "test/accuracy_medium",
+        "test/accuracy_few",
+    ]

@@ -156,9 +156,5 @@ def test_class_layout_follows_each_class() -> None:
     for title, (kind, patterns) in charts.items():
         assert kind == "Multiline"
         assert [t for t in tags if any(re.search(p, t) for p in patterns)] == [title]
-    (overview,) = next(v for k, v in layout["val all classes"].items() if "F1" in k)[1:]
-    assert [t for t in tags if re.search(overview[0], t)] == [
-        "val/f1/0",
-        "val/f1/a.b",
-        "val/f1/axb",
-    ]
+    # no all-classes chart: TensorBoard would draw every class of a run in the run's colour
+    assert set(layout) == {"val F1 per class", "val recall per class"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -185,8 +184,7 @@ class MNISTDataModule(ImbalancedDataModule):
             f"{train} (and the t10k files) into {self.data_dir} or make a mirror reachable. "
             "Results on the sample are NOT comparable with results on full MNIST."
         )
-        log.warning(message)
-        warnings.warn(message, UserWarning, stacklevel=3)
+        log.warning(message)  # once: the run's log file and the console
 
     def _load_train(self) -> tuple[Literal["full", "sample"], torch.Tensor, torch.Tensor]:
         images, labels = (name for name, _ in mnist_sources.RESOURCES[:2])
