@@ -35,6 +35,7 @@ import logging
 import math
 import random
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,11 +101,26 @@ def interruptions_recorded(trainer: Trainer, run_dir: Path) -> Iterator[None]:
     trainer, rank 0 records ``status: interrupted`` with ``signal``, ``epochs_completed`` (the
     epochs in ``last.ckpt``, where a rerun in the run dir resumes) and ``finished``, and the
     process exits with code 128 + the signal's number (130, 143). Lightning turns both signals
-    into ``SystemExit`` after its own shutdown; other exits pass through unchanged."""
+    into ``SystemExit`` after its own shutdown; other exits pass through unchanged.
+
+    SIGINT is also noted by a handler (main thread) that asks the trainer to stop: Python drops
+    a ``KeyboardInterrupt`` raised while a finalizer runs ("Exception ignored in ..."), and
+    such a lost Ctrl+C still ends the run (after the current epoch) as interrupted."""
+    noted: list[int] = []
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        noted.append(signum)
+        trainer.should_stop = True
+        raise KeyboardInterrupt
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main else None
     try:
         yield
+        if noted:  # the KeyboardInterrupt was lost on its way
+            raise KeyboardInterrupt
     except (KeyboardInterrupt, SystemExit) as err:
-        if isinstance(err, SystemExit) and not trainer.interrupted:
+        if isinstance(err, SystemExit) and not (trainer.interrupted or noted):
             raise
         signum = signal.SIGTERM if trainer.received_sigterm else signal.SIGINT
         done = trainer.current_epoch
@@ -119,6 +135,9 @@ def interruptions_recorded(trainer: Trainer, run_dir: Path) -> Iterator[None]:
             )
         log.warning("%s: interrupted after %d epochs; rerun to resume", signum.name, done)
         raise SystemExit(128 + signum) from None
+    finally:
+        if previous is not None:  # None: not ours to restore (another thread, or set in C)
+            signal.signal(signal.SIGINT, previous)
 
 
 def record_monitor(trainer: Trainer, metric: str, mode: str, run_dir: Path) -> None:
