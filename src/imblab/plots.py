@@ -28,6 +28,7 @@ from imblab.metrics.functional import (
     curve_counts,
     per_class_prf,
     roc_curves,
+    worst_classes,
 )
 
 __all__ = [
@@ -42,7 +43,7 @@ __all__ = [
     "pr_figure",
     "reliability_figure",
     "roc_figure",
-    "worst_classes",
+    "shown_classes",
 ]
 
 MAX_CLASSES = 12  # a confusion matrix shows at most this many classes (the worst by F1)
@@ -86,10 +87,10 @@ def figure_title(stage: str, where: str, what: str) -> str:
     return " · ".join(part for part in (stage, where, what) if part)
 
 
-def worst_classes(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` lowest ``scores`` (undefined, NaN, first), in class order."""
-    order = np.argsort(np.nan_to_num(scores, nan=-np.inf), kind="stable")[:k]
-    return np.sort(order)
+def shown_classes(scores: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` classes a figure shows when it cannot show all: the lowest ``scores``
+    (:func:`~imblab.metrics.functional.worst_classes`), in class order."""
+    return np.sort(worst_classes(scores, k))
 
 
 def _title(fig: Figure, title: str, note: str = "") -> None:
@@ -109,7 +110,7 @@ def confusion_matrix_figure(confmat: np.ndarray, class_names: list[str], title: 
     matrix = confmat.astype(np.float64)
     if c > MAX_CLASSES:
         f1 = per_class_prf(torch.as_tensor(confmat), 1.0, 0.0)[2].numpy()
-        keep = worst_classes(f1, MAX_CLASSES)
+        keep = shown_classes(f1, MAX_CLASSES)
         rest = np.setdiff1d(np.arange(c), keep)
         matrix = np.concatenate(
             [matrix[np.ix_(keep, keep)], matrix[np.ix_(keep, rest)].sum(axis=1, keepdims=True)],
@@ -152,7 +153,7 @@ def _curve_subset(areas: list[float], class_names: list[str]) -> tuple[list[int]
     c = len(class_names)
     if c <= MAX_CURVES:
         return list(range(c)), ""
-    keep = worst_classes(np.asarray(areas, dtype=np.float64), MAX_CURVES).tolist()
+    keep = shown_classes(np.asarray(areas, dtype=np.float64), MAX_CURVES).tolist()
     return keep, f"the {len(keep)} worst of {c} classes"
 
 
@@ -238,7 +239,7 @@ def class_bars_figure(
     keep = np.arange(c)
     note = ""
     if c > MAX_BARS:
-        keep = worst_classes(f1.cpu().numpy(), MAX_BARS)
+        keep = shown_classes(f1.cpu().numpy(), MAX_BARS)
         note = f"the {len(keep)} worst of {c} classes by F1"
     x = np.arange(len(keep))
     series = (("precision", precision), ("recall", recall), ("F1", f1))
@@ -280,7 +281,7 @@ def class_history_figure(
     keep = list(range(c))
     note = ""
     if c > MAX_CURVES:
-        keep = worst_classes(values[-1], MAX_CURVES).tolist()
+        keep = shown_classes(values[-1], MAX_CURVES).tolist()
         note = f"the {len(keep)} worst of {c} classes at the last epoch"
     fig = Figure(figsize=(5.0, 5.6), layout="constrained")
     ax = fig.add_subplot()

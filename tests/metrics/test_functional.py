@@ -29,6 +29,7 @@ from imblab.metrics.functional import (
     pr_curve_counts,
     roc_curves,
     summarize,
+    worst_classes,
 )
 
 from .conftest import make_predictions, predictions
@@ -406,3 +407,24 @@ def test_summarize_matches_sklearn(data, zero_division):
     assert set(got) == set(expected)
     for key, value in expected.items():
         assert same(got[key], value, tol=1e-10), (key, got[key], value)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0, math.nan]), min_size=1, max_size=12),
+    st.integers(0, 14),
+    st.data(),
+)
+def test_worst_classes_is_a_sort_with_nan_first_and_ties_by_index(
+    scores: list[float], k: int, data: st.DataObject
+) -> None:
+    """The one ranking the worst-classes figures, table and PR curves share."""
+    among = data.draw(st.lists(st.booleans(), min_size=len(scores), max_size=len(scores)))
+    key = {i: (-math.inf if math.isnan(v) else v, i) for i, v in enumerate(scores)}
+    expected = sorted((i for i in range(len(scores)) if among[i]), key=key.__getitem__)[:k]
+    assert worst_classes(scores, k, among=np.array(among)).tolist() == expected
+    assert worst_classes(scores, k).tolist() == sorted(key, key=key.__getitem__)[:k]
+    last = {i: (math.inf if math.isnan(v) else v, i) for i, v in enumerate(scores)}
+    assert (
+        worst_classes(scores, k, nan_first=False).tolist() == sorted(last, key=last.__getitem__)[:k]
+    )

@@ -149,8 +149,15 @@ class FigureMetric(MetricCallback):
         writer = rank_zero_writer(trainer)
         if writer is None:
             return
-        fig = self.figure(counts, class_names)
+        fig = self.stage_figure(stage, counts, class_names, trainer)
         writer.add_figure(f"{stage}/{self.name}", fig, global_step=trainer.global_step, close=False)
+
+    def stage_figure(
+        self, stage: str, counts: Counts, class_names: list[str], trainer: Trainer
+    ) -> Figure:
+        """The figure logged for ``stage`` (override to use the stage or the trainer, e.g. for a
+        title); :meth:`figure` by default."""
+        return self.figure(counts, class_names)
 
     def figure(self, counts: Counts, class_names: list[str]) -> Figure:
         """The figure to log."""

@@ -27,7 +27,6 @@ from imblab.plots import (
     figure_title,
     roc_figure,
 )
-from imblab.tensorboard import rank_zero_writer
 
 __all__ = [
     "ClassBarsFigure",
@@ -55,19 +54,10 @@ class TitledFigure(FigureMetric):
 
     what = "figure"
 
-    def log_counts(
-        self,
-        stage: str,
-        counts: Counts,
-        class_names: list[str],
-        trainer: Trainer,
-        model: EvaluatedModel,
-    ) -> None:
-        writer = rank_zero_writer(trainer)
-        if writer is None:
-            return
-        fig = self.titled(counts, class_names, card_title(stage, trainer, self.what))
-        writer.add_figure(f"{stage}/{self.name}", fig, global_step=trainer.global_step, close=False)
+    def stage_figure(
+        self, stage: str, counts: Counts, class_names: list[str], trainer: Trainer
+    ) -> Figure:
+        return self.titled(counts, class_names, card_title(stage, trainer, self.what))
 
     def figure(self, counts: Counts, class_names: list[str]) -> Figure:
         return self.titled(counts, class_names, self.what)

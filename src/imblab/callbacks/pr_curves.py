@@ -27,7 +27,7 @@ from imblab.callbacks.base import MetricCallback
 from imblab.callbacks.contract import EvaluatedModel
 from imblab.errors import config_error
 from imblab.metrics.counts import Counts
-from imblab.metrics.functional import per_class_prf, pr_curve_counts
+from imblab.metrics.functional import per_class_prf, pr_curve_counts, worst_classes
 from imblab.tensorboard import rank_zero_writer
 
 __all__ = ["PRCurves", "curve_classes", "pr_curve_summary"]
@@ -113,9 +113,7 @@ def curve_classes(
     lowest ``f1`` among those with ``support > 0`` (NaN lowest), and the ``head_k`` with the
     most ``train_counts`` (the split's ``support`` when empty); ties: lower class index first.
     The head classes may include worst ones."""
-    present = np.flatnonzero(support > 0)
-    scores = np.nan_to_num(np.asarray(f1, dtype=np.float64)[present], nan=-np.inf)
-    worst = present[np.argsort(scores, kind="stable")[:worst_k]]
+    worst = worst_classes(f1, worst_k, among=np.asarray(support) > 0)
     sizes = np.asarray(train_counts if len(train_counts) else support, dtype=np.int64)
     head = np.argsort(-sizes, kind="stable")[:head_k]
     return worst, head

@@ -15,7 +15,7 @@ from imblab.callbacks.base import MetricCallback, ScalarMetric, empty_counts, pu
 from imblab.callbacks.contract import EvaluatedModel
 from imblab.errors import config_error
 from imblab.metrics.counts import Counts
-from imblab.metrics.functional import binary_scores, per_class_prf, summarize
+from imblab.metrics.functional import binary_scores, per_class_prf, summarize, worst_classes
 from imblab.metrics.groups import group_members, group_scores, shot_groups
 from imblab.tensorboard import rank_zero_writer
 
@@ -175,13 +175,14 @@ def worst_classes_table(
     k: int,
 ) -> str:
     """Markdown: the ``k`` classes with the lowest F1, then the ``k`` with the lowest recall,
-    among the classes with samples in the split (ties: lower class index first)."""
+    among the classes with samples in the split
+    (:func:`~imblab.metrics.functional.worst_classes`; ties: lower class index first; an
+    undefined score, e.g. F1 with ``zero_division=nan``, after the defined ones)."""
     present = np.flatnonzero(support > 0)
     header = "| rank | class | group | F1 | recall | precision | support |\n" + "|---" * 7 + "|"
     parts = []
     for title, key in (("lowest F1", f1), ("lowest recall", recall)):
-        values = np.where(np.isnan(key[present]), np.inf, key[present])
-        order = present[np.argsort(values, kind="stable")[:k]]
+        order = worst_classes(key, k, among=present, nan_first=False)
         rows = [
             f"| {rank} | {class_names[i]} | {groups[i] if groups else '-'} | {f1[i]:.4f} "
             f"| {recall[i]:.4f} | {precision[i]:.4f} | {int(support[i])} |"

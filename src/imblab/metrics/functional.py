@@ -17,6 +17,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torch import Tensor
 
 from imblab.errors import ConfigError
@@ -37,6 +38,7 @@ __all__ = [
     "pr_curve_counts",
     "roc_curves",
     "summarize",
+    "worst_classes",
 ]
 
 Average = Literal["macro", "micro", "weighted"]
@@ -525,3 +527,19 @@ def _per_class_keys(metrics: tuple[str, ...], names: tuple[str, ...]) -> tuple[s
     """``<metric>/<name>`` for every metric, then class: built once per run (C = 1,000 makes
     ~11,000 of them an epoch)."""
     return tuple(f"{key}/{name}" for key in metrics for name in names)
+
+
+def worst_classes(
+    scores: ArrayLike, k: int, among: ArrayLike | None = None, *, nan_first: bool = True
+) -> np.ndarray:
+    """Indices of the ``k`` classes with the lowest ``scores`` (C,), worst first; an undefined
+    (NaN) score counts as the lowest (``nan_first=False``: the highest); ties go to the lower
+    class index. ``among``: a boolean mask (C,) or indices of the classes that may be chosen
+    (default: all)."""
+    values = np.asarray(scores, dtype=np.float64)
+    candidates = np.arange(values.size) if among is None else np.asarray(among)
+    if candidates.dtype == bool:
+        candidates = np.flatnonzero(candidates)
+    undefined = -np.inf if nan_first else np.inf
+    order = np.argsort(np.nan_to_num(values[candidates], nan=undefined), kind="stable")
+    return candidates[order[:k]]
