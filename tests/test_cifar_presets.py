@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from imblab.data.cifar_lt import CIFARLTDataModule
-from imblab.training import build_datamodule, build_model, train
+from imblab.pipelines.training import build_datamodule, build_model, train
 from tests.data.cifar_archive import write_extracted
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "experiment"
@@ -43,6 +43,7 @@ def overrides(preset: str, data_dir: Path) -> list[str]:
         f"experiment={preset}",
         f"data.data_dir={data_dir}",
         "data.verify_checksums=false",  # generated files: not the official md5s
+        "data.val_per_class=5",  # 30 training images a class
         "data.eval_batch_size=256",
         "trainer.max_epochs=1",
         "trainer.accelerator=cpu",
@@ -75,10 +76,28 @@ def test_preset_composes_to_the_papers_recipe(compose_cfg, preset: str) -> None:
     assert cfg.model.head == cfg.model.backbone.head == head
     assert cfg.loss._target_ == f"imblab.losses.{LOSSES[remedy]}"
     assert cfg.loss.get("drw_epoch") == (160 if remedy in ("ce_drw", "ldam_drw") else None)
-    if remedy == "cb_focal":
-        assert cfg.loss.form == "sigmoid"
+    if remedy == "cb_focal":  # BagofTricks-LT's configs: 0.9999 on CIFAR-10, 0.9 on CIFAR-100
+        assert cfg.loss.form == "sigmoid" and cfg.loss.gamma == 1.0
+        assert cfg.loss.beta == (0.9999 if cfg.data.name == "cifar10" else 0.9)
+    assert (cfg.data.subset_seed, cfg.data.val_source) == (0, "remainder")
+    assert cfg.data.val_per_class == (50 if cfg.data.name == "cifar10" else 20)
     assert cfg.callbacks.early_stopping is None
     assert not cfg.sampler
+
+
+@pytest.mark.parametrize("path", sorted(CONF.glob("cifar1*_lt*.yaml")), ids=lambda p: p.stem)
+def test_every_value_of_a_preset_names_its_source(path: Path) -> None:
+    """Each value a preset sets (a leaf ``key: value``; not the defaults list, not the tags)
+    sits under a comment: its source (the official code and commit, a config, or "imblab's")."""
+    commented = False
+    for line in path.read_text().splitlines()[2:]:
+        text = line.strip()
+        if text.startswith("#"):
+            commented = True
+        elif text.startswith(("- ", "tags:")) or text.endswith(":"):  # a list item, a section
+            commented = False
+        else:
+            assert commented, f"{path.name}: {text!r} has no comment naming its source"
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from imblab.callbacks.base import MetricCallback
 from imblab.config import check_monitor, check_writable_dir, instantiate_callbacks, validate
 from imblab.errors import ConfigError
-from imblab.training import build_trainer
+from imblab.pipelines.training import build_trainer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -68,7 +68,9 @@ def test_one_monitor_feeds_checkpointing_and_early_stopping(compose_cfg) -> None
 
 def test_default_monitor_is_macro_f1(compose_cfg) -> None:
     cfg = compose_cfg()
-    assert (cfg.monitor.metric, cfg.monitor.mode) == ("val/f1_macro", "max")
+    assert (cfg.monitor.metric, cfg.monitor.mode) == ("val/f1_macro", "auto")
+    validate(cfg)  # resolves monitor.mode: auto
+    assert cfg.monitor.mode == "max"
     assert cfg.data.profile == "exponential" and cfg.data.imbalance_ratio >= 50
 
 
@@ -82,6 +84,7 @@ def test_metric_callbacks_instantiate_and_plugins_add_on(compose_cfg) -> None:
 
 def test_trainer_and_callbacks_instantiate(compose_cfg) -> None:
     cfg = compose_cfg("trainer=cpu")
+    validate(cfg)  # monitor.mode: auto resolved before any callback is built
     callbacks = instantiate_callbacks(cfg.callbacks, "callbacks")
     trainer = build_trainer(cfg, callbacks=callbacks, logger=False)
     assert isinstance(trainer, Trainer)
@@ -104,6 +107,7 @@ def test_bad_top_level_values_name_the_key(compose_cfg, override: str, key: str)
 
 def test_callback_entry_without_target_is_a_config_error(compose_cfg) -> None:
     cfg = compose_cfg("+callbacks.mine.patience=3")
+    validate(cfg)
     with pytest.raises(ConfigError, match=r"^callbacks\.mine: has no _target_"):
         instantiate_callbacks(cfg.callbacks, "callbacks")
 
@@ -177,12 +181,12 @@ def test_a_drw_epoch_past_the_last_epoch_warns(
     compose_cfg, caplog: pytest.LogCaptureFixture, drw_epoch: int, warned: bool
 ) -> None:
     """`loss=ldam loss.drw_epoch=50 trainer.max_epochs=1`: re-weighting never starts; say so."""
-    from imblab.training import build_datamodule, build_model
+    from imblab.pipelines.training import build_datamodule, build_model
 
     from .conftest import FAST
 
     cfg = compose_cfg(*FAST, "loss=ldam", f"loss.drw_epoch={drw_epoch}")
-    with caplog.at_level("WARNING", logger="imblab.training"):
+    with caplog.at_level("WARNING", logger="imblab.pipelines.training"):
         build_model(cfg, build_datamodule(cfg))
     message = f"loss.drw_epoch={drw_epoch} is past the last epoch: no re-weighting"
     assert (message in caplog.text) == warned

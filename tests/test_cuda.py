@@ -1,21 +1,29 @@
 """The CUDA path on a real GPU: data resident on the device, sampling and batching without host
-syncs, bf16 training end to end, deterministic runs, torch.compile. Skipped without CUDA."""
+syncs, bf16 training end to end, deterministic runs, torch.compile, the training step captured
+in CUDA graphs (``model.cuda_graph``). Skipped without CUDA."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import pytest
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from torch.nn import functional as F
 
+from imblab.data.base import ImbalancedDataModule
 from imblab.data.tensors import TensorBatches
+from imblab.models import classifier
+from imblab.models.backbones import SmallCNN
+from imblab.models.classifier import Classifier
+from imblab.pipelines.training import train, trainer_overrides
 from imblab.samplers import ClassAwareSampler, EpochSampler, ShuffleSampler, WeightedClassSampler
-from imblab.training import train, trainer_overrides
 
 from .conftest import FAST
 
@@ -162,4 +170,94 @@ def test_compile_and_channels_last_on_the_gpu(compose_cfg, caplog) -> None:
     fallbacks = [r.getMessage() for r in caplog.records if "torch.compile" in r.getMessage()]
     assert len(fallbacks) <= 1, fallbacks
     assert all(m.startswith("model.compile=true: torch.compile could not") for m in fallbacks)
+    assert 0 <= metrics["test/f1_macro"] <= 1 and math.isfinite(metrics["train/loss_epoch"])
+
+
+def trajectory(backbone: torch.nn.Module, cuda_graph: bool) -> tuple[torch.Tensor, Classifier]:
+    """Per-step losses of 2 epochs of SGD with momentum under bf16 autocast (weight cache off, as
+    Lightning's), 219 samples in batches of 64 (the last one 27) in a fixed order."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(219, 1, 28, 28, generator=g).cuda()
+    y = torch.randint(0, 5, (219,), generator=g).cuda()
+    net = Classifier(
+        copy.deepcopy(backbone), torch.optim.SGD, 5, list("abcde"), cuda_graph=cuda_graph
+    )
+    net = net.cuda()
+    net.configure_model()  # channels_last on CUDA
+    net.train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(2):
+        for idx in torch.arange(len(y), device="cuda").split(64):
+            with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+                loss = F.cross_entropy(net(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.detach())
+    return torch.stack(losses).float().cpu(), net
+
+
+def test_captured_training_step_follows_the_eager_one(caplog) -> None:
+    """Same losses, parameters and batch-norm statistics as eager training, within bf16
+    tolerance; two graphs (the full batch and the last partial one), no fallback."""
+    torch.manual_seed(0)
+    backbone = SmallCNN(1, 5, width=16, dropout=0.0)
+    with caplog.at_level(logging.WARNING, logger="imblab"):
+        graphed, graphed_net = trajectory(backbone, cuda_graph=True)
+    assert not [r for r in caplog.records if r.getMessage().startswith("model.cuda_graph")]
+    assert len(graphed_net._graphs) == 2
+    eager, eager_net = trajectory(backbone, cuda_graph=False)
+    torch.testing.assert_close(graphed, eager, rtol=2e-2, atol=1e-3)
+    trained = eager_net.backbone.state_dict()["head.1.weight"].cpu()
+    assert not torch.allclose(trained, backbone.state_dict()["head.1.weight"])  # it moved
+    for (name, a), b in zip(
+        graphed_net.backbone.state_dict().items(),
+        eager_net.backbone.state_dict().values(),
+        strict=True,
+    ):
+        torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=2e-3, msg=name)
+
+
+def test_capture_leaves_no_trace_of_its_warm_up() -> None:
+    """The warm-up passes of the capture leave the batch-norm statistics and the CUDA random
+    state as they were; a replay then updates the statistics and fills every gradient."""
+    torch.manual_seed(0)
+    backbone = SmallCNN(1, 5, width=8).cuda().train()
+    x = torch.randn(16, 1, 28, 28, device="cuda")
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    rng = torch.cuda.get_rng_state()
+    graphed = classifier.capture_backbone(backbone, x)
+    assert torch.equal(torch.cuda.get_rng_state(), rng)
+    for key, value in backbone.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    graphed(x).sum().backward()
+    tracked = [k for k in before if k.endswith("num_batches_tracked")]
+    assert tracked and all(backbone.state_dict()[k] == before[k] + 1 for k in tracked)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in backbone.parameters())
+
+
+def test_cuda_graph_through_imblab_train(compose_cfg, caplog, monkeypatch) -> None:
+    """``imblab-train model.cuda_graph=true`` on the GPU: captured (one graph per batch shape of
+    the epoch), no fallback message, finite metrics."""
+    seen: dict[str, int] = {}
+
+    class Graphs(Callback):
+        def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+            seen["graphs"] = len(cast(Classifier, pl_module)._graphs)
+            datamodule = cast(ImbalancedDataModule, trainer.datamodule)
+            seen["images"], seen["batch"] = sum(datamodule.train_counts), datamodule.batch_size
+
+    original = Trainer.__init__
+
+    def with_probe(self: Trainer, *args: object, callbacks: list, **kwargs: object) -> None:
+        original(self, *args, callbacks=[*callbacks, Graphs()], **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Trainer, "__init__", with_probe)
+    with caplog.at_level(logging.WARNING, logger="imblab"):
+        metrics = train(
+            compose_cfg(*GPU, "model.cuda_graph=true", "trainer.max_epochs=2", "logger=none")
+        )
+    assert not [r for r in caplog.records if r.getMessage().startswith("model.cuda_graph")]
+    assert seen["graphs"] == 1 + (seen["images"] % seen["batch"] != 0)
     assert 0 <= metrics["test/f1_macro"] <= 1 and math.isfinite(metrics["train/loss_epoch"])

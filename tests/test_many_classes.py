@@ -29,11 +29,11 @@ from torch.utils.data import DataLoader, TensorDataset
 from imblab.callbacks.pr_curves import PRCurves, curve_classes
 from imblab.errors import ConfigError
 from imblab.metrics import evaluate
-from imblab.metrics.counts import threshold_grid
+from imblab.metrics.counts import score_grid
 from imblab.models.classifier import Classifier
+from imblab.pipelines.training import train
 from imblab.runs import event_dir
 from imblab.tensorboard import class_layout
-from imblab.training import train
 
 from .conftest import FAST
 
@@ -193,7 +193,7 @@ def test_evaluate_1000_classes_matches_sklearn() -> None:
         skm.balanced_accuracy_score(target, pred), abs=1e-12
     )
     probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-    grid = threshold_grid(200).numpy()
+    grid = score_grid(200).numpy()
     for k in range(0, c, 97):
         bins = np.searchsorted(grid, probs[:, k], side="right")  # the bin each score falls in
         expected = skm.roc_auc_score(target == k, bins)

@@ -17,7 +17,7 @@ from imblab.models.backbones import SmallCNN, init_head_bias
 from imblab.models.heads import NormedLinear
 from imblab.models.resnet_cifar import ResNetCIFAR, ShortcutA
 from imblab.models.schedules import warmup_multistep
-from imblab.training import build_datamodule, build_model
+from imblab.pipelines.training import build_datamodule, build_model
 from tests.conftest import FAST
 
 

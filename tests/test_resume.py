@@ -19,9 +19,9 @@ import pytest
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from imblab.pipelines.training import train
 from imblab.resume import rng_state, set_rng_state
 from imblab.runs import read_status
-from imblab.training import train
 
 from .conftest import FAST
 from .test_train import events

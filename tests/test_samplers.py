@@ -14,6 +14,7 @@ import torch
 
 from imblab.config import instantiate
 from imblab.errors import ConfigError
+from imblab.pipelines.training import build_datamodule, train
 from imblab.samplers import (
     ClassAwareSampler,
     ClassUniformSampler,
@@ -23,7 +24,6 @@ from imblab.samplers import (
     ShuffleSampler,
     WeightedClassSampler,
 )
-from imblab.training import build_datamodule, train
 
 from .conftest import FAST, run_script
 

@@ -8,6 +8,9 @@ too) is an arrow from that module to the imblab module it names.
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -146,3 +149,113 @@ def test_importing_metrics_loads_no_lightning_or_hydra(statement):
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]", out
+
+
+# --- the map in docs/development.md -----------------------------------------------------------
+
+DEVELOPMENT = Path(__file__).resolve().parents[1] / "docs" / "development.md"
+SIBLINGS = ("data", "models", "callbacks", "reports")  # components that import none of the others
+SCRAPE_MAX_LINES = 450
+
+
+def section(title: str) -> str:
+    """The text of the ``## title`` section of docs/development.md."""
+    text = DEVELOPMENT.read_text(encoding="utf-8")
+    start = text.index(f"\n## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end >= 0 else None]
+
+
+def documented_modules() -> set[str]:
+    """The modules the "Package layout" tables name (first column, a path under src/imblab)."""
+    rows = re.findall(r"^\| `([\w/]+\.py)` \|", section("Package layout"), flags=re.M)
+    return {module_name(PACKAGE_DIR / row) for row in rows}
+
+
+def import_levels() -> list[list[str]]:
+    """The "Import direction" block, top to bottom: each level's names (``pkg/`` for a package)."""
+    block = section("Import direction").split("```")[1]
+    levels: list[list[str]] = []
+    for line in block.strip("\n").splitlines():
+        label, _, names = line.strip().partition("   ")
+        if not line.startswith(" "):  # a new level; an indented line continues the last one
+            levels.append([])
+            names = names if names else label
+        else:
+            names = line
+        levels[-1] += [n.strip() for n in names.split(",") if n.strip()]
+    return levels
+
+
+def level_of(module: str, levels: list[list[str]]) -> int | None:
+    """The index of the level whose names cover ``module`` (``imblab.x`` or a module of ``x/``)."""
+    rest = module.removeprefix("imblab.")
+    for index, names in enumerate(levels):
+        for name in names:
+            if name.endswith("/") and (rest + ".").startswith(name[:-1].replace("/", ".") + "."):
+                return index
+            if rest == name:
+                return index
+    return None
+
+
+def test_the_map_names_every_module_and_only_existing_ones():
+    known = set(modules())
+    documented = documented_modules()
+    assert not known - documented, f"modules missing from docs/development.md: {known - documented}"
+    assert not documented - known, f"docs/development.md names no such module: {documented - known}"
+
+
+def test_every_module_has_a_level_and_imports_point_down_the_map():
+    levels = import_levels()
+    assert len(levels) == 5, levels
+    unplaced = [m for m in modules() if m != "imblab" and level_of(m, levels) is None]
+    assert not unplaced, f"modules without a level in docs/development.md: {unplaced}"
+    upward = []
+    for source, targets in import_graph().items():
+        if source == "imblab":
+            continue
+        here = level_of(source, levels)
+        for target in targets:
+            there = level_of(target, levels)
+            assert here is not None and there is not None
+            if there < here:
+                upward.append(f"{source} -> {target}")
+            top = (source.split(".")[1], target.split(".")[1])
+            if top[0] != top[1] and top[0] in SIBLINGS and top[1] in SIBLINGS:
+                upward.append(f"{source} -> {target} (sibling components)")
+    assert not upward, "imports against docs/development.md's order: " + "; ".join(upward)
+
+
+def test_level_finder_reads_packages_and_modules():
+    levels = [["train", "scrape/"], ["pipelines/", "sweeps"], ["metrics/"]]
+    assert level_of("imblab.scrape.guard", levels) == 0
+    assert level_of("imblab.scrape", levels) == 0
+    assert level_of("imblab.pipelines.training", levels) == 1
+    assert level_of("imblab.sweeps", levels) == 1
+    assert level_of("imblab.metrics", levels) == 2
+    assert level_of("imblab.trainer", levels) is None
+
+
+def test_no_lightning_callback_class_is_defined_in_the_pipelines():
+    from lightning.pytorch import Callback
+
+    offenders = []
+    for name in modules():
+        if not name.startswith("imblab.pipelines."):
+            continue
+        module = importlib.import_module(name)
+        for attr, value in vars(module).items():
+            if inspect.isclass(value) and value.__module__ == name and issubclass(value, Callback):
+                offenders.append(f"{name}.{attr}")
+    assert not offenders, f"Lightning callbacks belong in imblab.callbacks: {offenders}"
+
+
+def test_no_scrape_module_is_over_450_lines():
+    long = {
+        name: n
+        for name, path in modules().items()
+        if name.startswith("imblab.scrape")
+        and (n := len(path.read_text(encoding="utf-8").splitlines())) > SCRAPE_MAX_LINES
+    }
+    assert not long, f"split these modules of imblab/scrape/: {long}"

@@ -18,8 +18,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from imblab.errors import ConfigError
+from imblab.pipelines.training import build_datamodule, build_model, train, trainer_overrides
 from imblab.runs import event_dir
-from imblab.training import build_datamodule, build_model, train, trainer_overrides
 
 from .conftest import FAST
 

@@ -9,11 +9,13 @@ validation (``<job>/eval_la``). ``... table SWEEP_DIR...`` prints the study's ta
   many/medium/few-shot accuracies (mean recall of the group's classes; the groups from the
   training counts, ``metrics.json``'s ``groups``);
 * paired differences against cross-entropy and between neighbours (remedies sorted by mean
-  macro-F1), with 95% intervals from a two-level bootstrap: each replicate resamples the seeds
-  (with replacement) and weighs the test samples by Poisson(1) weights shared by every run
-  (:func:`imblab.metrics.bootstrap.poisson_weights`), so the interval holds both the
-  seed-to-seed spread and the test set's sampling noise, and the pairing on the same test
-  images.
+  macro-F1), with imblab's ``method=seed+test`` intervals (:mod:`imblab.seed_stats`, as
+  ``imblab-compare --baseline`` computes them): the per-seed differences plus the variance of
+  their seed mean over test-set resamples, Poisson weights shared by every run
+  (:func:`imblab.reports.paired.replicate_metrics`); a ``*`` marks a difference whose p-value,
+  Holm-adjusted over the comparisons of its column, is below 0.05.
+
+This script only formats: the scores, the intervals and the adjustment are imblab's.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imblab.metrics.bootstrap import poisson_weights
+from imblab.reports.paired import bootstrap_weights, replicate_metrics
 from imblab.reports.predictions import load_predictions
+from imblab.seed_stats import Comparison, adjust_p, paired_t, replicate_variance
 
 GROUPS = ("many", "medium", "few")
 N_BOOT = 2000
@@ -73,30 +76,6 @@ def run_eval(sweeps: list[Path]) -> None:
             subprocess.run(cmd, check=True, env=env, capture_output=True)
 
 
-def confmats(pred: np.ndarray, target: np.ndarray, weights: np.ndarray, c: int) -> np.ndarray:
-    """(1 + B, C, C): the observed confusion matrix, then one per replicate's weights (N, B)."""
-    cell = target * c + pred
-    observed = np.bincount(cell, minlength=c * c).reshape(1, c, c).astype(np.float64)
-    b = weights.shape[1]
-    index = (cell[:, None] + np.arange(b)[None, :] * c * c).reshape(-1)
-    boot = np.bincount(index, weights=weights.reshape(-1), minlength=b * c * c)
-    return np.concatenate([observed, boot.reshape(b, c, c)])
-
-
-def scores(m: np.ndarray, groups: dict[str, list[int]]) -> dict[str, np.ndarray]:
-    """Top-1 accuracy, macro-F1 and group accuracies of confusion matrices (..., C, C)."""
-    tp = np.diagonal(m, axis1=-2, axis2=-1)
-    true, pred = m.sum(-1), m.sum(-2)
-    recall = tp / np.maximum(true, 1e-12)
-    precision = np.where(pred > 0, tp / np.maximum(pred, 1e-12), 0.0)
-    total = precision + recall
-    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
-    out = {"accuracy": tp.sum(-1) / m.sum((-2, -1)), "f1_macro": f1.mean(-1)}
-    for g, members in groups.items():
-        out[f"accuracy_{g}"] = recall[..., members].mean(-1)
-    return out
-
-
 def table(sweeps: list[Path], rows_out: Path | None) -> None:
     runs: dict[str, dict[int, Path]] = {}
     groups: dict[str, list[int]] = {}
@@ -114,8 +93,8 @@ def table(sweeps: list[Path], rows_out: Path | None) -> None:
     first = load_predictions(runs["ce"][seeds[0]])
     order = np.argsort(first[2], kind="stable")
     ids, target = first[2][order], first[1][order]
-    c = first[0].shape[1]
-    weights = poisson_weights(torch.from_numpy(ids), 0, N_BOOT).numpy().astype(np.float64)
+    weights = bootstrap_weights(ids, 0, N_BOOT)
+    keys = ["accuracy", "f1_macro", *(f"accuracy_{g}" for g in GROUPS)]
     values: dict[str, dict[str, np.ndarray]] = {}  # remedy -> metric -> (S, 1 + B)
     for remedy, by_seed in runs.items():
         per_seed = []
@@ -123,19 +102,16 @@ def table(sweeps: list[Path], rows_out: Path | None) -> None:
             probs, targets, run_ids = load_predictions(by_seed[seed])
             o = np.argsort(run_ids, kind="stable")
             assert np.array_equal(run_ids[o], ids) and np.array_equal(targets[o], target)
-            per_seed.append(scores(confmats(probs[o].argmax(1), target, weights, c), groups))
-        values[remedy] = {k: np.stack([s[k] for s in per_seed]) for k in per_seed[0]}
-    rng = np.random.default_rng(0)
-    draws = rng.integers(0, len(seeds), size=(N_BOOT, len(seeds)))  # seeds resampled
+            labels = [str(c) for c in range(probs.shape[1])]
+            per_seed.append(
+                replicate_metrics(probs[o], target, weights, labels, groups=groups, keys=keys)
+            )
+        values[remedy] = {k: np.stack([s[k] for s in per_seed]) for k in keys}
 
-    def diff(a: str, b: str, key: str) -> tuple[float, float, float]:
+    def diff(a: str, b: str, key: str) -> Comparison:
         d = values[a][key] - values[b][key]  # (S, 1 + B), paired by seed and test image
-        point = float(d[:, 0].mean())
-        boot = d[draws, np.arange(1, N_BOOT + 1)[:, None]].mean(axis=1)
-        lo, hi = np.quantile(boot, [0.025, 0.975])
-        return point, float(lo), float(hi)
+        return paired_t(d[:, 0], replicate_variance(d[:, 1:]), confidence=0.95)
 
-    keys = ["accuracy", "f1_macro", *(f"accuracy_{g}" for g in GROUPS)]
     ranked = sorted(values, key=lambda r: float(values[r]["f1_macro"][:, 0].mean()))
     lines = [
         f"seeds {seeds}; optimizer steps per run {min(steps)}-{max(steps)}; "
@@ -151,17 +127,24 @@ def table(sweeps: list[Path], rows_out: Path | None) -> None:
             v = values[r][k][:, 0]
             cells.append(f"{v.mean():.3f} ({v.min():.3f}-{v.max():.3f})")
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
-    lines += ["", "Paired differences, mean over seeds [95% interval] (* : excludes 0):", ""]
+    lines += [
+        "",
+        "Paired differences, mean over seeds [95% interval, method=seed+test] "
+        "(*: Holm-adjusted p < 0.05 over the column's comparisons):",
+        "",
+    ]
     lines += ["| A - B | " + " | ".join(f"`{k}`" for k in keys) + " |"]
     lines += ["| --- |" + " --- |" * len(keys)]
     pairs = [(r, "ce") for r in ranked if r != "ce"]
     pairs += [(b, a) for a, b in itertools.pairwise(ranked) if "ce" not in (a, b)]
-    for a, b in pairs:
+    compared = {k: [diff(a, b, k) for a, b in pairs] for k in keys}
+    adjusted = {k: adjust_p([c.p_value for c in compared[k]], "holm") for k in keys}
+    for i, (a, b) in enumerate(pairs):
         cells = []
         for k in keys:
-            point, lo, hi = diff(a, b, k)
-            star = "*" if lo > 0 or hi < 0 else ""
-            cells.append(f"{point:+.3f} [{lo:+.3f}, {hi:+.3f}]{star}")
+            c = compared[k][i]
+            star = "*" if adjusted[k][i] < 0.05 else ""
+            cells.append(f"{c.diff:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}]{star}")
         lines.append(f"| {a} - {b} | " + " | ".join(cells) + " |")
     text = "\n".join(lines)
     print(text)

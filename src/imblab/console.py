@@ -5,12 +5,21 @@ on rank 0: the run dir, the checkpoints, one row per class of each evaluated sta
 count, many/medium/few group, precision, recall, F1, support), the averaged metrics and, as the
 very last line, the ``tensorboard --logdir`` command. Scores are fractions with 3 decimals;
 undefined ones print as ``-``. Piped to a file, rich draws it 80 columns wide.
+
+Class names of any length and script: the tables show a name longer than :data:`CLASS_WIDTH`
+terminal cells shortened in the middle (:func:`shorten`, head ``…`` tail), the files
+(``metrics.json``, reports) keep it whole. A log record marked :data:`FIT_TERMINAL` (the
+training's ``final:`` line) is cut to the terminal's width on the console
+(:func:`fit_console_logs`), while the log file keeps the whole record.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import re
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +28,7 @@ from typing import IO, Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from rich.cells import cell_len
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -28,11 +38,16 @@ from imblab.metrics.groups import shot_groups
 from imblab.tensorboard import logdir_command
 
 __all__ = [
+    "CLASS_WIDTH",
+    "FIT_TERMINAL",
     "Checkpoint",
     "ProgressBar",
     "RunSummary",
+    "TerminalFormatter",
     "evaluation_summary",
+    "fit_console_logs",
     "print_summary",
+    "shorten",
     "summary_renderable",
     "training_summary",
 ]
@@ -48,6 +63,76 @@ AVERAGES = (
     ("accuracy_few", "accuracy, few-shot"),
 )
 WORST = 20  # classes shown per stage above per_class_max_classes
+CLASS_WIDTH = 24  # terminal cells of the class column; a longer name is shortened
+#: ``extra=`` of a log record that the console shows cut to the terminal's width
+FIT_TERMINAL = {"fit_terminal": True}
+
+
+def shorten(name: str, width: int) -> str:
+    """``name`` as it fits ``width`` terminal cells (wide CJK and emoji characters count two):
+    unchanged when it fits, else its head, ``…`` and its tail (the tail often tells similar
+    names apart), whitespace collapsed."""
+    name = " ".join(name.split())
+    if cell_len(name) <= width:
+        return name
+    room = max(width - 1, 2)
+    tail_room = room // 3
+    head, tail = "", ""
+    for char in reversed(name):
+        if cell_len(tail) + cell_len(char) > tail_room:
+            break
+        tail = char + tail
+    for char in name:
+        if cell_len(head) + cell_len(char) > room - cell_len(tail):
+            break
+        head += char
+    return f"{head.rstrip()}…{tail.lstrip()}"
+
+
+def terminal_width(stream: Any) -> int:
+    """The width of the terminal ``stream`` writes to; ``COLUMNS`` or 80 when it is not a
+    terminal (as rich does for a pipe)."""
+    try:
+        if stream.isatty():
+            return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        pass
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 80
+
+
+class TerminalFormatter(logging.Formatter):
+    """Formats as ``inner`` does; a record logged with ``extra=FIT_TERMINAL`` that is wider
+    than the terminal of ``stream`` is cut at the last ``", "`` that fits (else at the width)
+    and ends in ``…``. Other records are left whole (paths and commands stay copyable)."""
+
+    def __init__(self, inner: logging.Formatter | None, stream: Any) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+        self.stream = stream
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = self.inner.format(record)
+        width = terminal_width(self.stream)
+        if not getattr(record, "fit_terminal", False) or "\n" in line or len(line) <= width:
+            return line
+        cut = line[: width - 2]
+        comma = cut.rfind(", ")
+        if comma > width // 2:
+            cut = cut[: comma + 1]
+        return f"{cut} …"
+
+
+def fit_console_logs(logger: logging.Logger | None = None) -> None:
+    """Give the console handlers of ``logger`` (the root logger: Hydra's ``console`` handler
+    on stdout or stderr) a :class:`TerminalFormatter`; file handlers are left as they are, so
+    the log file keeps whole records. Idempotent."""
+    for handler in (logger or logging.getLogger()).handlers:
+        stream = getattr(handler, "stream", None)
+        console = type(handler) is logging.StreamHandler and stream in (sys.stdout, sys.stderr)
+        if console and not isinstance(handler.formatter, TerminalFormatter):
+            handler.setFormatter(TerminalFormatter(handler.formatter, stream))
+
 
 # Known upstream noise, filtered where it is raised and nowhere else: Lightning's
 # utilities/_pytree.py still uses torch's deprecated LeafSpec (a FutureWarning per use site).
@@ -93,9 +178,9 @@ class RunSummary:
     ``scores`` maps ``<stage>/<metric>`` (and ``<stage>/<metric>/<class>``, the keys of
     :func:`~imblab.metrics.functional.summarize`) to values; ``stages`` are the stages shown,
     each with the title of its row block (e.g. ``{"test": "test, best checkpoint"}``).
-    ``train_counts`` (in the order of ``class_names``) give the training count and the shot
-    group of each class (:func:`~imblab.metrics.groups.shot_groups` with ``many_above`` and
-    ``few_below``)."""
+    ``train_counts`` (in the order of ``class_names``) give the training count of each class,
+    ``group_counts`` (the long-tailed subset's; empty: ``train_counts``) its shot group
+    (:func:`~imblab.metrics.groups.shot_groups` with ``many_above`` and ``few_below``)."""
 
     run_dir: str
     class_names: Sequence[str]
@@ -108,6 +193,7 @@ class RunSummary:
     max_classes: int = 100
     many_above: int = 100
     few_below: int = 20
+    group_counts: Sequence[int] = ()
 
 
 def _fraction(value: float | None) -> str:
@@ -124,9 +210,10 @@ def _class_table(summary: RunSummary, stage: str, title: str) -> Table:
     ``max_classes``)."""
     names = list(summary.class_names)
     counts = list(summary.train_counts)
+    sizes = list(summary.group_counts or counts)
     groups = (
-        shot_groups(counts, summary.many_above, summary.few_below)
-        if len(counts) == len(names)
+        shot_groups(sizes, summary.many_above, summary.few_below)
+        if len(sizes) == len(names)
         else [""] * len(names)
     )
     scores = summary.scores
@@ -140,7 +227,7 @@ def _class_table(summary: RunSummary, stage: str, title: str) -> Table:
         order = order[:WORST]
         title += f" · the {len(order)} worst of {len(names)} classes by F1"
     table = Table(title=title, title_justify="left", title_style="bold", box=None, padding=(0, 1))
-    table.add_column("class", max_width=18, overflow="ellipsis", no_wrap=True)
+    table.add_column("class", max_width=CLASS_WIDTH, overflow="ellipsis", no_wrap=True)
     table.add_column("train n", justify="right")
     table.add_column("group")
     for label in ("precision", "recall", "F1", "support"):
@@ -149,7 +236,7 @@ def _class_table(summary: RunSummary, stage: str, title: str) -> Table:
         name = names[i]
         train = str(counts[i]) if i < len(counts) else "-"
         table.add_row(
-            name,
+            shorten(name, CLASS_WIDTH),
             train,
             groups[i],
             _fraction(get("precision", name)),
@@ -229,7 +316,7 @@ def checkpoint_epoch(path: str) -> int | None:
 def training_summary(
     trainer: Trainer,
     scores: Mapping[str, float],
-    monitor: str,
+    monitor: str | None,
     data: DataSummary,
     run_dir: Path,
     max_classes: int = 100,
@@ -237,7 +324,8 @@ def training_summary(
 ) -> RunSummary:
     """The summary of a finished ``imblab-train`` run: the best checkpoint (by the monitor) and
     ``last.ckpt`` of the trainer's checkpoint callbacks, test (of the best checkpoint) and
-    validation (of the last epoch) per class."""
+    validation (of the last epoch) per class; ``monitor`` None: a run without one (its
+    checkpoint is the last epoch's)."""
     checkpoints: dict[str, Checkpoint] = {}
     for callback in trainer.checkpoint_callbacks:
         if not isinstance(callback, ModelCheckpoint) or not callback.best_model_path:
@@ -249,7 +337,8 @@ def training_summary(
             checkpoints["best"] = Checkpoint(path, checkpoint_epoch(path), value)
         elif not callback.monitor and "last" not in checkpoints:
             last_epoch = max(trainer.current_epoch - 1, 0)
-            checkpoints["last"] = Checkpoint(path, last_epoch, scores.get(monitor))
+            value = scores.get(monitor) if monitor else None
+            checkpoints["last"] = Checkpoint(path, last_epoch, value)
     # the shot-group thresholds of the scalar callback that logs the group scores, if any
     shots = next(
         (
@@ -270,12 +359,13 @@ def training_summary(
         train_counts=data.counts.get("train", ()),
         scores=scores,
         stages=stages,
-        monitor=monitor,
+        monitor=monitor or "",
         checkpoints=checkpoints,
         command=command,
         max_classes=max_classes,
         many_above=shots[0],
         few_below=shots[1],
+        group_counts=data.group_counts,
     )
 
 
@@ -288,9 +378,11 @@ def evaluation_summary(
     eval_dir: Path,
     max_classes: int = 100,
     tensorboard: bool = False,
+    group_counts: Sequence[int] = (),
 ) -> RunSummary:
     """The summary of an ``imblab-eval`` run: the checkpoint evaluated and the per-class rows
-    of ``split`` (``scores``: the report's unprefixed keys, ``f1/<class>``, ``f1_macro``...)."""
+    of ``split`` (``scores``: the report's unprefixed keys, ``f1/<class>``, ``f1_macro``...;
+    ``group_counts``: the class sizes of the shot groups, empty: ``train_counts``)."""
     return RunSummary(
         run_dir=str(eval_dir.resolve()),
         class_names=class_names,
@@ -300,4 +392,5 @@ def evaluation_summary(
         checkpoints={"evaluated": Checkpoint(str(ckpt_path), checkpoint_epoch(ckpt_path))},
         command=logdir_command(eval_dir) if tensorboard else None,
         max_classes=max_classes,
+        group_counts=group_counts,
     )

@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 from imblab.errors import ConfigError
-from imblab.evaluation import evaluate_checkpoint
+from imblab.pipelines.evaluation import evaluate_checkpoint
 
 
 @hydra.main(version_base="1.3", config_path="pkg://imblab.conf", config_name="eval")

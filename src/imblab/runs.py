@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import logging
 import math
 import os
 import re
@@ -29,7 +30,9 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from imblab.data.summary import DataSummary
+from imblab.errors import config_error
 
+log = logging.getLogger(__name__)
 STATUS_FILE = "status.json"
 EVENTS = "tensorboard"  # the folder of TensorBoard runs under a run dir (or a sweep dir)
 MARKERS = (STATUS_FILE, "metrics.json", ".hydra/overrides.yaml")
@@ -45,17 +48,19 @@ MINORITY = "minority_recall"
 
 
 def read_status(run_dir: Path) -> dict[str, Any] | None:
-    """The run's ``status.json`` record, or None if it has none (or an unreadable one)."""
+    """The run's ``status.json`` record, or None if it has none (or an unreadable one, or one
+    that is no JSON object)."""
     try:
-        record: dict[str, Any] = json.loads((run_dir / STATUS_FILE).read_text())
+        record = json.loads((run_dir / STATUS_FILE).read_text())
     except (OSError, ValueError):
         return None
-    return record
+    return record if isinstance(record, dict) else None
 
 
 #: fields the training pipeline adds to the record of the run while it runs
-#: (:func:`update_status`): the monitor's ``best`` and ``last`` values, the epochs reached
-RUN_FIELDS = ("monitor", "epochs_completed")
+#: (:func:`update_status`): the monitor's ``best`` and ``last`` values, the epochs reached,
+#: where its TensorBoard run is (``tensorboard: {logdir, run}``, :func:`event_dir`)
+RUN_FIELDS = ("monitor", "epochs_completed", "tensorboard")
 
 
 def write_status(run_dir: Path, record: dict[str, Any]) -> None:
@@ -66,10 +71,21 @@ def write_status(run_dir: Path, record: dict[str, Any]) -> None:
     if record.get("started") is not None and previous.get("started") == record.get("started"):
         kept = {k: previous[k] for k in RUN_FIELDS if k in previous and k not in record}
         record = {**record, **kept}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{STATUS_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    tmp.replace(run_dir / STATUS_FILE)
+    write_json(run_dir / STATUS_FILE, record)
+
+
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` as JSON to ``path`` atomically: into a temporary file beside it, then
+    renamed over it, so a reader (or a crash, or a full disk) never leaves half a record; the
+    temporary file is removed when the write fails."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def update_status(run_dir: Path, **fields: Any) -> None:
@@ -88,12 +104,128 @@ def error_line(err: BaseException) -> str:
     return text[:500]
 
 
+LOCK_FILE = ".imblab.lock"  # in a run dir while a run uses it: {host, pid, pid_start, ...}
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (Linux: its start time in clock ticks since boot, from
+    ``/proc/<pid>/stat``), so a PID reused by a later process is told apart; None where
+    unknown. ``"zombie"`` for a process that has ended but not been reaped."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return "zombie" if fields[0] == "Z" else fields[19]
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    """Whether process ``pid`` of this host still runs (and is the one that started at
+    ``start``, where both are known)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    now = _process_start(pid)
+    return now != "zombie" and (start is None or now is None or now == start)
+
+
+class RunLock:
+    """The lock of a run dir (:data:`LOCK_FILE`): held by one process, which writes its host,
+    PID, start time and command into it. :meth:`acquire` creates it atomically (a complete
+    file or none); a lock left by a process of this host that has ended (killed, crashed) is
+    stale and taken over with a warning; a live one, or one of another host (which cannot be
+    checked), is a :class:`~imblab.errors.ConfigError` naming its holder and how to remove
+    it. :meth:`release` removes it only while this process holds it."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LOCK_FILE
+        self.held = False
+
+    def record(self) -> dict[str, Any]:
+        pid = os.getpid()
+        return {
+            "host": os.uname().nodename,
+            "pid": pid,
+            "pid_start": _process_start(pid),
+            "started": utc_now(),
+            "command": " ".join(sys.argv),
+        }
+
+    def acquire(self) -> None:
+        """Take the lock, or raise the one-line ConfigError naming who holds it."""
+        tmp = self.path.with_name(f"{LOCK_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.record(), indent=1) + "\n")
+        try:
+            for _ in range(3):  # a stale lock removed, then created again by another process
+                try:
+                    os.link(tmp, self.path)  # fails if it exists: never half a lock
+                    self.held = True
+                    return
+                except FileExistsError:
+                    pass
+                holder, _ = _read_json(self.path)
+                holder = holder if isinstance(holder, dict) else {}
+                host, pid = holder.get("host"), holder.get("pid")
+                remove = f"rm {self.path}"
+                if not isinstance(host, str) or not isinstance(pid, int):
+                    raise config_error(
+                        "hydra.run.dir",
+                        str(self.path.parent),
+                        f"holds a lock {self.path} that names no host and PID",
+                        f"use another hydra.run.dir, or if no run uses the dir: {remove}",
+                    )
+                if host != os.uname().nodename:
+                    raise config_error(
+                        "hydra.run.dir",
+                        str(self.path.parent),
+                        f"locked by PID {pid} on host {host} since {holder.get('started')} "
+                        "(a run on another machine cannot be checked from here)",
+                        f"use another hydra.run.dir, or if that run has ended: {remove}",
+                    )
+                if _alive(pid, holder.get("pid_start")):
+                    raise config_error(
+                        "hydra.run.dir",
+                        str(self.path.parent),
+                        f"in use by another run (PID {pid} since {holder.get('started')}: "
+                        f"{holder.get('command')})",
+                        "wait for it to end or use another hydra.run.dir (if that PID is no "
+                        f"imblab run: {remove})",
+                    )
+                log.warning(
+                    "taking over the stale lock %s of PID %d (started %s), which has ended",
+                    self.path,
+                    pid,
+                    holder.get("started"),
+                )
+                self.path.unlink(missing_ok=True)
+            raise config_error(
+                "hydra.run.dir",
+                str(self.path.parent),
+                "its lock keeps changing hands",
+                "use another hydra.run.dir",
+            )
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        """Remove the lock if this process holds it (idempotent)."""
+        if not self.held:
+            return
+        holder, _ = _read_json(self.path)
+        if isinstance(holder, dict) and holder.get("pid") == os.getpid():
+            self.path.unlink(missing_ok=True)
+        self.held = False
+
+
 @dataclass
 class Run:
     """One run of a sweep: where it is, how it was configured, how it ended, what it logged.
     ``final`` holds metrics.json's final scalars, ``history`` the TensorBoard scalars (tag ->
     step -> value), ``data`` metrics.json's record of the realised data
-    (:meth:`DataSummary.from_record` reads it)."""
+    (:meth:`DataSummary.from_record` reads it); ``overrides_known`` is false for a corrupt
+    run whose overrides could not be read (it belongs to no configuration)."""
 
     path: Path
     name: str
@@ -105,6 +237,7 @@ class Run:
     final: dict[str, float] = field(default_factory=dict)
     history: dict[str, dict[int, float]] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    overrides_known: bool = True
 
     @property
     def ok(self) -> bool:
@@ -118,6 +251,20 @@ def parse_overrides(lines: Sequence[str]) -> dict[str, str]:
         key, _, value = str(line).partition("=")
         out[key.lstrip("+~")] = value
     return out
+
+
+def read_choices(run_dir: Path) -> dict[str, str]:
+    """The run's config-group choices, ``hydra.runtime.choices`` of ``.hydra/hydra.yaml``
+    (``{"loss": "ce", "sampler": "none", "hydra/launcher": "basic", ...}``; a group chosen as
+    null is ``"null"``); empty when the file is missing or unreadable."""
+    try:
+        record = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text())
+        choices = record["hydra"]["runtime"]["choices"]
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
+        return {}
+    if not isinstance(choices, dict):
+        return {}
+    return {str(k): "null" if v is None else str(v) for k, v in choices.items()}
 
 
 def job_number(name: str) -> tuple[int, str]:
@@ -143,11 +290,19 @@ def find_runs(sweep_dir: Path) -> list[Path]:
 
 
 def event_dir(run_dir: Path) -> Path | None:
-    """The folder of a run's TensorBoard events: ``<run>/tensorboard/<run name>/``, a sweep
-    job's ``<sweep>/tensorboard/<job dir name>/``, or (runs written before that layout)
-    ``<run>/tensorboard/``; None when there is none."""
+    """The folder of a run's TensorBoard events: where its ``status.json`` says
+    (``tensorboard: {logdir, run}``, ``logdir`` relative to the run dir: a sweep job's
+    ``<sweep>/tensorboard/0_loss=ce,seed=1/``); for runs written before that record, the run
+    dir's name under ``<run>/tensorboard/`` or a sweep job's ``<sweep>/tensorboard/``, or
+    ``<run>/tensorboard/`` itself; None when there is none."""
+    record = (read_status(run_dir) or {}).get("tensorboard")
+    candidates = []
+    if isinstance(record, dict) and isinstance(record.get("run"), str) and record["run"]:
+        logdir = run_dir / str(record.get("logdir") or EVENTS)
+        candidates.append(Path(os.path.normpath(logdir / record["run"])))
     name = run_dir.resolve().name
-    for candidate in (run_dir / EVENTS / name, run_dir.parent / EVENTS / name, run_dir / EVENTS):
+    candidates += [run_dir / EVENTS / name, run_dir.parent / EVENTS / name, run_dir / EVENTS]
+    for candidate in candidates:
         if candidate.is_dir() and any(candidate.glob("events.out.tfevents.*")):
             return candidate
     return None
@@ -167,25 +322,84 @@ def read_history(run_dir: Path) -> dict[str, dict[int, float]]:
     }
 
 
+def _read_json(path: Path) -> tuple[Any, str | None]:
+    """The JSON value of ``path`` (None when there is no file) and, when it cannot be read, why
+    (one line)."""
+    if not path.is_file():
+        return None, None
+    try:
+        return json.loads(path.read_text()), None
+    except (OSError, ValueError) as err:  # JSONDecodeError, UnicodeDecodeError are ValueErrors
+        return None, " ".join(f"{type(err).__name__}: {err}".split())[:200]
+
+
+def _read_overrides(run_dir: Path, status: dict[str, Any]) -> tuple[list[str] | None, str | None]:
+    """The run's overrides: ``.hydra/overrides.yaml``, else the ones its ``status.json``
+    records; None and the problem (``<file>: <reason>``) when neither holds a list."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    name = ".hydra/overrides.yaml"
+    if not path.is_file():
+        recorded = status.get("overrides")
+        if isinstance(recorded, list):
+            return [str(o) for o in recorded], None
+        return None, f"{name}: missing, and {STATUS_FILE} records no overrides"
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        return None, f"{name}: {' '.join(f'{type(err).__name__}: {err}'.split())[:200]}"
+    if loaded is None:  # a run without overrides
+        return [], None
+    if not isinstance(loaded, list):
+        return None, f"{name}: holds a {type(loaded).__name__}, not a list of overrides"
+    return [str(o) for o in loaded], None
+
+
 def load_run(run_dir: Path, sweep_dir: Path, events: bool = True) -> Run:
-    """A :class:`Run` from the files in ``run_dir``."""
+    """A :class:`Run` from the files in ``run_dir``. A file that cannot be read or does not
+    hold what imblab writes (a truncated ``metrics.json``, a corrupt ``status.json``, no
+    overrides in ``.hydra/`` nor in ``status.json``) makes the run ``corrupt`` with the error
+    ``<file>: <reason>``: it is listed, not compared, and a run whose overrides are unknown
+    forms no configuration (``overrides_known`` false)."""
     name = str(run_dir.relative_to(sweep_dir)) if run_dir != sweep_dir else run_dir.name
-    overrides_file = run_dir / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-    status = read_status(run_dir) or {}
-    run = Run(run_dir, name, parse_overrides(overrides or status.get("overrides") or []), "")
-    metrics_file = run_dir / "metrics.json"
-    record = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    run.final = {
-        k: math.nan if v is None else float(v) for k, v in record.get("metrics", {}).items()
-    }
-    run.data = record.get("data", {})
+    problems = []
+    status, why = _read_json(run_dir / STATUS_FILE)
+    if why is not None or (status is not None and not isinstance(status, dict)):
+        problems.append(f"{STATUS_FILE}: {why or 'not a JSON object'}")
+        status = None
+    status = status or {}
+    overrides, why = _read_overrides(run_dir, status)
+    if why is not None:
+        problems.append(why)
+    run = Run(run_dir, name, parse_overrides(overrides or []), "")
+    run.overrides_known = overrides is not None
+    record, why = _read_json(run_dir / "metrics.json")
+    if why is not None or (record is not None and not isinstance(record, dict)):
+        problems.append(f"metrics.json: {why or 'not a JSON object'}")
+        record = None
+    record = record or {}
+    try:
+        run.final = {
+            str(k): math.nan if v is None else float(v)
+            for k, v in (record.get("metrics") or {}).items()
+        }
+    except (AttributeError, TypeError, ValueError):
+        problems.append("metrics.json: 'metrics' is not a mapping of tags to numbers")
+    data = record.get("data") or {}
+    if isinstance(data, dict):
+        run.data = data
+    else:
+        problems.append("metrics.json: 'data' is not a mapping")
     monitor = record.get("monitor") or status.get("objective") or {}
-    run.monitor, run.mode = monitor.get("metric", run.monitor), monitor.get("mode", run.mode)
-    run.status = status.get("status") or ("completed" if record else "unknown")
+    if isinstance(monitor, dict):
+        metric = monitor.get("metric", run.monitor)
+        run.monitor = "" if metric is None else str(metric)  # "": a run without a monitor
+        run.mode = str(monitor.get("mode", run.mode))
+    run.status = str(status.get("status") or ("completed" if record else "unknown"))
     if run.status == "running":
         run.status = "interrupted"  # nothing runs while its sweep is compared
     run.error = status.get("error")
+    if problems:
+        run.status, run.error = "corrupt", "; ".join(problems)
     if events:
         run.history = read_history(run_dir)
     return run
@@ -201,7 +415,9 @@ def minority_classes(run: Run, k: int) -> list[str]:
 
 
 def best_step(run: Run) -> int | None:
-    """The step of the epoch where the run's monitor was best (the first of ties)."""
+    """The step of the epoch where the run's monitor was best (the first of ties): the
+    epoch, or the global step for runs written before epoch-level values were written against
+    the epoch; either way the step of every other validation tag of that epoch."""
     points = run.history.get(run.monitor)
     if not points:
         return None
@@ -214,13 +430,14 @@ def best_step(run: Run) -> int | None:
 
 def value(run: Run, tag: str, epoch: str, minority_k: int = 3) -> float:
     """``tag`` of ``run`` at the ``best`` or ``last`` epoch (NaN when it was not logged). Test
-    tags have one value, the test of the best checkpoint."""
+    tags have one value, the test of the best checkpoint. A run without a monitor
+    (``data.val_source=none``) keeps its last epoch as checkpoint: its best is its last."""
     stage, _, metric = tag.partition("/")
     if metric == MINORITY:
         classes = minority_classes(run, minority_k)
         parts = [value(run, f"{stage}/recall/{c}", epoch) for c in classes]
         return statistics.fmean(parts) if parts else math.nan
-    if epoch == "last" or stage == "test":
+    if epoch == "last" or stage == "test" or not run.monitor:
         if tag in run.final:
             return run.final[tag]
         points = run.history.get(tag, {})
@@ -242,7 +459,9 @@ def columns(tags: Sequence[str]) -> list[tuple[str, str, str]]:
 
 
 def swept_keys(runs: Sequence[Run]) -> list[str]:
-    """Override keys whose values are not the same in every run (Hydra's own keys left out)."""
+    """Override keys whose values are not the same in every run whose overrides are known
+    (Hydra's own keys left out)."""
+    runs = [r for r in runs if r.overrides_known]
     keys = dict.fromkeys(k for r in runs for k in r.overrides if not k.startswith("hydra"))
     return [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
 
@@ -307,10 +526,11 @@ def group_runs(
     runs: Sequence[Run], seed_keys: Sequence[str]
 ) -> tuple[list[str], dict[tuple[str, ...], list[Run]]]:
     """The swept keys without the seed keys, and the runs of each configuration, configurations
-    sorted by their values (numbers by value, then text)."""
+    sorted by their values (numbers by value, then text); a run whose overrides are unknown
+    belongs to none."""
     keys = [k for k in swept_keys(runs) if k not in seed_keys]
     groups: dict[tuple[str, ...], list[Run]] = {}
-    for run in runs:
+    for run in (r for r in runs if r.overrides_known):
         groups.setdefault(configuration(run, keys), []).append(run)
     return keys, dict(sorted(groups.items(), key=lambda item: natural_key(item[0])))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import importlib.util
 import json
 import logging
 import math
@@ -14,7 +15,6 @@ import subprocess
 import sys
 import time
 import traceback
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,15 +27,23 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from imblab.runs import error_line, read_status, utc_now, write_status, write_summary
+from imblab.config import launched_rank
+from imblab.errors import config_error
+from imblab.pipelines.training import build_trainer
+from imblab.runs import (
+    RUN_FIELDS,
+    error_line,
+    read_status,
+    utc_now,
+    write_status,
+    write_summary,
+)
 from imblab.tensorboard import EVENTS
-from imblab.training import build_trainer
 
 log = logging.getLogger(__name__)
 
 MAX_SUBDIR = 200
 SWEPT_KEYS = "IMBLAB_SWEPT_KEYS"  # environment variable: the keys a sweep varies
-RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
 
 
 def split_items(text: str, sep: str = ",") -> list[str]:
@@ -99,14 +107,6 @@ def quiet_logger(name: str, level: int = logging.WARNING) -> Iterator[None]:
         logger.setLevel(previous)
 
 
-def process_rank() -> int:
-    """This process's global rank from the launcher's environment (0 outside distributed runs)."""
-    for name in RANK_VARIABLES:
-        if name in os.environ:
-            return int(os.environ[name])
-    return 0
-
-
 def job_info() -> dict[str, Any]:
     """Hydra's view of the running job: ``multirun``, ``num``, ``overrides`` (the job's own,
     sweep values resolved) and ``sweep_dir``; empty outside a Hydra app."""
@@ -124,8 +124,12 @@ def job_info() -> dict[str, Any]:
 
 def objective_of(metrics: dict[str, float], cfg: DictConfig) -> float | None:
     """The sweep objective: ``cfg.monitor.metric`` of the final scalars, None if it is missing
-    or not finite (Optuna then records a failed trial)."""
-    value = metrics.get(cfg.monitor.metric)
+    or not finite (Optuna then records a failed trial), or the run has no monitor
+    (``data.val_source=none``: a grid sweep then compares its runs with ``imblab-compare``)."""
+    metric = cfg.monitor.get("metric")
+    if metric is None:
+        return None
+    value = metrics.get(metric)
     return float(value) if value is not None and math.isfinite(value) else None
 
 
@@ -144,7 +148,7 @@ def run_job(cfg: DictConfig, task: Callable[[DictConfig], dict[str, float]]) -> 
     out = Path(cfg.paths.output_dir)
     info = job_info()
     sweep = bool(info.get("multirun"))
-    writer = process_rank() == 0
+    writer = launched_rank() == 0
     previous = read_status(out)
     if (
         sweep
@@ -169,10 +173,13 @@ def run_job(cfg: DictConfig, task: Callable[[DictConfig], dict[str, float]]) -> 
     if writer:
         write_status(out, record)
     metrics: dict[str, float] | None = None
+    own_process = False
     try:
-        metrics = run_in_own_process(cfg, info) if sweep and launches_processes(cfg) else task(cfg)
+        own_process = sweep and launches_processes(cfg)
+        metrics = run_in_own_process(cfg, info) if own_process else task(cfg)
     except Exception as err:
         record.update(
+            run_fields(out) if own_process else {},
             status="failed",
             error=error_line(err),
             traceback=traceback.format_exc()[-5000:],
@@ -190,12 +197,22 @@ def run_job(cfg: DictConfig, task: Callable[[DictConfig], dict[str, float]]) -> 
         return None
     value = objective_of(metrics, cfg)
     record["objective"]["value"] = value
+    if own_process:
+        record.update(run_fields(out))
     record.update(
         status="completed", finished=utc_now(), duration_s=round(time.time() - started, 3)
     )
     if writer:
         write_status(out, record)
     return value
+
+
+def run_fields(run_dir: Path) -> dict[str, Any]:
+    """The :data:`~imblab.runs.RUN_FIELDS` (its TensorBoard run, the monitor, the epochs
+    reached) that a job run in its own process recorded in ``status.json``: the job's final
+    record keeps them."""
+    child = read_status(run_dir) or {}
+    return {key: child[key] for key in RUN_FIELDS if key in child}
 
 
 def release_memory() -> None:
@@ -231,7 +248,9 @@ def quote_override(value: str) -> str:
 def run_in_own_process(cfg: DictConfig, info: dict[str, Any]) -> dict[str, float]:
     """Run this sweep job as a single ``imblab-train`` run (the job's overrides, its directory
     as ``hydra.run.dir``) in a fresh process, which launches its DDP processes as any single
-    run does: one run dir per job, not one per process. Returns its final scalars."""
+    run does: one run dir per job, not one per process; its TensorBoard run is the sweep job's
+    (in the sweep's ``tensorboard/``, named by the job number and swept values). Returns its
+    final scalars."""
     out = Path(cfg.paths.output_dir).resolve()
     command = [
         sys.executable,
@@ -242,6 +261,12 @@ def run_in_own_process(cfg: DictConfig, info: dict[str, Any]) -> dict[str, float
         "hydra.output_subdir=null",
         "hydra.mode=RUN",
     ]
+    if OmegaConf.select(cfg, "logger.tensorboard") is not None:  # resolved here, in the sweep
+        tensorboard = cfg.logger.tensorboard
+        command += [
+            f"logger.tensorboard.save_dir={quote_override(str(tensorboard.save_dir))}",
+            f"logger.tensorboard.version={quote_override(str(tensorboard.version))}",
+        ]
     log.info("job %s: distributed run in its own process: %s", info.get("num"), " ".join(command))
     proc = subprocess.run(command, check=False)
     if proc.returncode != 0:
@@ -258,10 +283,27 @@ class SweepCallback(Callback):
     ``summary.csv``: every job, failed ones marked) at the end."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweeper = config.hydra.sweeper
+        optuna_search = "optuna" in str(sweeper.get("_target_", "")).lower()
+        if optuna_search and importlib.util.find_spec("optuna") is None:
+            what, fix = "needs Optuna, which is not installed", 'pip install "imblab[sweep]"'
+            choice = config.hydra.runtime.choices["hydra/sweeper"]
+            err = config_error("hydra/sweeper", choice, what, fix)
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        no_validation = (config.get("data") or {}).get("val_source") == "none"
+        if optuna_search and (no_validation or config.monitor.get("metric") is None):
+            err = config_error(
+                "data.val_source" if no_validation else "monitor.metric",
+                "none" if no_validation else None,
+                "an Optuna search optimises the validation monitor, and this run has none",
+                "use data.val_source=remainder (or split) and a monitor.metric",
+            )
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
         os.environ[SWEPT_KEYS] = ",".join(swept_keys(config))  # jobs inherit the environment
-        sweeper = config.hydra.sweeper
-        if "optuna" in str(sweeper.get("_target_", "")).lower() and sweeper.get("storage"):
+        if optuna_search and sweeper.get("storage"):
             remaining = resume_optuna(
                 str(sweeper.storage), str(sweeper.study_name), int(sweeper.n_trials)
             )
@@ -296,9 +338,7 @@ def resume_optuna(storage: str, study_name: str, n_trials: int) -> int:
     for trial in interrupted:
         study.tell(trial.number, state=TrialState.FAIL)
         study.set_user_attr(f"interrupted_trial_{trial.number}", True)
-        with warnings.catch_warnings():  # enqueue_trial is "experimental" in optuna 2
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.enqueue_trial(trial.params)
+        study.enqueue_trial(trial.params)
     remaining = max(n_trials - done, 0)
     log.info(
         "Optuna study %s: %d of %d trials done, %d interrupted (queued again), %d to run",

@@ -1,11 +1,24 @@
-"""TensorBoard helpers: where a run's events go, its SummaryWriter, the HParams view and the
-custom-scalars layout.
+"""TensorBoard helpers: where a run's events go, its logger and their x axes, its
+SummaryWriter, the HParams view and the custom-scalars layout.
 
 A run's events go to ``<root>/tensorboard/<run name>/``: the root is the run dir, or the sweep
-dir for a sweep job, and the run name is the run dir's name (a sweep job's: its number and swept
-values), so ``tensorboard --logdir <root>/tensorboard`` names each run after itself, and a
-resumed run writes on into the same TensorBoard run (:func:`tensorboard_root`,
-:func:`run_name`; reading them back: :func:`imblab.runs.event_dir`).
+dir for a sweep job, and the run name is the run dir's name, a sweep job's its number and swept
+values only (``0_loss=ce,seed=1``: the overrides every job shares left out; its dir keeps them
+all), so ``tensorboard --logdir <root>/tensorboard`` names each run by what tells it apart, and
+a resumed run writes on into the same TensorBoard run (:func:`tensorboard_root`,
+:func:`run_name`). ``status.json`` records where (:func:`record_run`; reading it back:
+:func:`imblab.runs.event_dir`).
+
+**X axes.** Every epoch-level value is written against the epoch (step = the 0-based epoch,
+as in the figure titles and checkpoint names), so runs of any batch size, dataset size or
+sampler length line up epoch for epoch: the validation and test scalars, figures, texts and PR
+curves (:func:`epoch_step`; a test's step is the number of epochs trained, right of the last
+validation) and the training epoch means (``train/loss_epoch``, ``train/accuracy``).
+What is logged during the batches (``train/loss_step``), the learning rates (``lr-*``) and
+Lightning's ``epoch`` scalar (the epoch at each global step) keep the global step. Lightning's
+``self.log`` is put on the epoch axis by :class:`TensorBoardLogger` with :class:`EpochAxis`;
+a run resumed from a checkpoint written before this axis (one without
+:data:`AXIS_KEY`) goes on writing against the global step, as its TensorBoard run began.
 
 The HParams view of a run is written in two parts, as :meth:`SummaryWriter.add_hparams` would
 write them into the run's own event file: :func:`log_hparams` at the start (the experiment: its
@@ -16,7 +29,9 @@ end, status ``SUCCESS``). The metric values are the run's own scalars, not a pla
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,14 +39,15 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch import Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from imblab.metrics.groups import GROUPS
-from imblab.runs import EVENTS
+from imblab.runs import EVENTS, read_status, update_status
 
 
 def in_sweep() -> bool:
@@ -48,9 +64,40 @@ def tensorboard_root(output_dir: str | None) -> str | None:
     return str(Path(output_dir).parent) if in_sweep() else output_dir
 
 
-def run_name(output_dir: str | None) -> str | None:
-    """The run's name in TensorBoard: its directory's name (None before Hydra has one)."""
-    return None if output_dir is None else Path(output_dir).resolve().name
+MAX_NAME = 200  # characters of a TensorBoard run name (a folder name)
+
+
+def sweep_run_name(num: Any, overrides: Sequence[str], swept: str) -> str:
+    """A sweep job's TensorBoard run name: its number and its values of the swept keys
+    (comma-separated ``swept``), in that order: ``0_loss=ce,seed=1`` (``+``/``~`` prefixes
+    dropped; the job number alone when nothing is swept). ``/`` and ``\\`` become ``_``; a name
+    longer than 200 characters is cut and ends in a hash of the whole."""
+    order = [key for key in swept.split(",") if key]
+    values = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        key = key.lstrip("+~")
+        if key in order:
+            values[key] = f"{key}={value}"
+    items = [values[key] for key in order if key in values]
+    name = f"{num}_{','.join(items)}" if items else str(num)
+    name = name.replace("/", "_").replace("\\", "_")
+    if len(name) > MAX_NAME:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+        name = f"{name[: MAX_NAME - len(digest) - 1]}-{digest}"
+    return name
+
+
+def run_name(output_dir: str | None, swept: str = "") -> str | None:
+    """The run's name in TensorBoard: a sweep job's :func:`sweep_run_name` (``swept``: the
+    swept keys, comma-separated), any other run its directory's name (None before Hydra has
+    one)."""
+    if output_dir is None:
+        return None
+    if in_sweep():
+        hc = HydraConfig.get()
+        return sweep_run_name(hc.job.num, list(hc.overrides.task or []), swept)
+    return Path(output_dir).resolve().name
 
 
 def logdir_command(output_dir: Path) -> str:
@@ -64,10 +111,132 @@ OmegaConf.register_new_resolver("imblab.tensorboard_root", tensorboard_root, rep
 OmegaConf.register_new_resolver("imblab.run_name", run_name, replace=True)
 
 
+EPOCH, GLOBAL_STEP = "epoch", "global_step"  # the x axes of epoch-level values
+AXIS_KEY = "imblab_epoch_axis"  # the checkpoint key of the axis a run's values are written on
+
+
+class TensorBoardLogger(LightningTensorBoardLogger):
+    """Lightning's TensorBoard logger that writes what ``LightningModule.log`` logs at the end
+    of an epoch (training, validation or test) against the epoch: at step ``epoch``, Lightning's
+    0-based ``current_epoch``; what is logged during the batches, and Lightning's ``epoch``
+    scalar, keep the step Lightning gives (the global step). :class:`EpochAxis` among the
+    trainer's callbacks tells an epoch's end from its batches; without it every value keeps
+    Lightning's step. Values handed over without Lightning's ``epoch`` key keep the step they
+    come with (:func:`~imblab.callbacks.base.publish_scalars` gives :func:`epoch_step`; the
+    learning-rate monitor the global step).
+
+    ``axis`` is :data:`EPOCH`, or :data:`GLOBAL_STEP` for a run resumed from a checkpoint
+    written before the epoch axis (set by :class:`EpochAxis`): its values keep the global step,
+    so its TensorBoard run goes on as it began."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.axis = EPOCH
+        self.at_epoch_end = False
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        epoch = metrics.get("epoch")
+        if self.axis == EPOCH and self.at_epoch_end and epoch is not None:
+            values = {k: v for k, v in metrics.items() if k != "epoch"}
+            if values:
+                super().log_metrics(values, step=int(epoch))
+            metrics = {"epoch": epoch}
+        super().log_metrics(dict(metrics), step=step)
+
+
+def _imblab_loggers(trainer: Trainer) -> list[TensorBoardLogger]:
+    return [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+
+
+def epoch_step(trainer: Trainer) -> int:
+    """The step an epoch-level value is written at now: ``trainer.current_epoch`` (the epoch
+    validated; in a test after training, the number of epochs trained), or
+    ``trainer.global_step`` for a run whose TensorBoard run is on the global-step axis
+    (:class:`TensorBoardLogger`'s ``axis``)."""
+    if any(logger.axis == GLOBAL_STEP for logger in _imblab_loggers(trainer)):
+        return int(trainer.global_step)
+    return int(trainer.current_epoch)
+
+
+class EpochAxis(Callback):
+    """Tells the trainer's :class:`TensorBoardLogger` when an epoch ends (its ``self.log``
+    values are then written against the epoch), and keeps a resumed run on the axis its
+    TensorBoard run began with: the axis is saved in every checkpoint (:data:`AXIS_KEY`); a
+    checkpoint without it, written before the epoch axis, resumes on the global step."""
+
+    @staticmethod
+    def _mark(trainer: Trainer, at_epoch_end: bool) -> None:
+        for logger in _imblab_loggers(trainer):
+            logger.at_epoch_end = at_epoch_end
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._mark(trainer, False)
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._mark(trainer, False)
+
+    def on_validation_batch_start(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._mark(trainer, False)
+
+    def on_test_batch_start(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._mark(trainer, False)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._mark(trainer, True)
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._mark(trainer, True)
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._mark(trainer, True)
+
+    def on_save_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        loggers = _imblab_loggers(trainer)
+        checkpoint[AXIS_KEY] = loggers[0].axis if loggers else EPOCH
+
+    def on_load_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        axis = checkpoint.get(AXIS_KEY, GLOBAL_STEP)
+        for logger in _imblab_loggers(trainer):
+            logger.axis = EPOCH if axis == EPOCH else GLOBAL_STEP
+
+
+def record_run(trainer: Trainer, run_dir: Path) -> None:
+    """Add ``tensorboard: {logdir, run}`` to the run's ``status.json`` record (rank 0, when it
+    has one): the folder to open with ``tensorboard --logdir`` (relative to the run dir:
+    ``tensorboard``, a sweep job's ``../tensorboard``) and the run's name in it."""
+    loggers = [lg for lg in trainer.loggers if isinstance(lg, LightningTensorBoardLogger)]
+    if not loggers or not trainer.is_global_zero or read_status(run_dir) is None:
+        return
+    log_dir = Path(loggers[0].log_dir).resolve()
+    logdir = os.path.relpath(log_dir.parent, run_dir.resolve())
+    update_status(run_dir, tensorboard={"logdir": logdir, "run": log_dir.name})
+
+
 def tensorboard_writer(trainer: Trainer) -> SummaryWriter | None:
     """The SummaryWriter of the trainer's first TensorBoard logger, if any."""
     for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
+        if isinstance(logger, LightningTensorBoardLogger):
             return logger.experiment
     return None
 

@@ -7,9 +7,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from imblab.config import resolve_monitor_mode
 from imblab.errors import ConfigError
+from imblab.pipelines.training import train
 from imblab.sweeps import run_job
-from imblab.training import train
 
 
 @hydra.main(version_base="1.3", config_path="pkg://imblab.conf", config_name="train")
@@ -17,6 +18,7 @@ def main(cfg: DictConfig) -> float | None:
     """Train, test, write ``metrics.json`` and ``status.json``; return the monitored metric (the
     sweep objective; None for a failed sweep job, see :func:`imblab.sweeps.run_job`)."""
     try:
+        resolve_monitor_mode(cfg)  # a sweep job's config is composed afresh, with auto again
         return run_job(cfg, train)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

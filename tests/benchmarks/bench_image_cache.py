@@ -47,7 +47,7 @@ from omegaconf import DictConfig, open_dict
 from PIL import Image
 
 from imblab.data.images import validate_folder
-from imblab.training import build_datamodule, build_model, build_trainer
+from imblab.pipelines.training import build_datamodule, build_model, build_trainer
 
 
 def write_folder(root: Path, images: int, side: int) -> None:

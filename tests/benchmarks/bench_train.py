@@ -12,7 +12,7 @@ Lightning Trainer, the default callbacks (checkpointing included), the metric ca
 TensorBoard logger. Validation is switched off while training is timed.
 
     python tests/benchmarks/bench_train.py [--epochs 4] [--device cuda] [--train-images 60000]
-        [--override model.compile=true --override model.channels_last=false ...]
+        [--override model.cuda_graph=true --override model.channels_last=false ...]
     pytest -m benchmark tests/benchmarks/bench_train.py -s      # CPU smoke run, 5,000 images
 
 It prints images/s and seconds per epoch of both paths and their ratio (targets on an
@@ -40,51 +40,91 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, open_dict
 
 from imblab.callbacks.base import FigureMetric, ScalarMetric
-from imblab.config import instantiate, instantiate_callbacks
+from imblab.config import instantiate, instantiate_callbacks, validate
 from imblab.data import mnist_sources as mnist
 from imblab.data.mnist import MNISTDataModule
 from imblab.models.classifier import Classifier
-from imblab.training import build_datamodule, build_model, build_trainer, trainer_overrides
+from imblab.pipelines.training import (
+    build_datamodule,
+    build_model,
+    build_trainer,
+    trainer_overrides,
+)
 
 TRAIN_IMAGES, EVAL_IMAGES, BATCH = 60_000, 10_000, 512
 
 
-def write_data(data_dir: Path, train_images: int) -> None:
-    """MNIST-shaped IDX files: ``train_images`` training and 10,000 test images, the bundled
-    5,000 real digits tiled (whole copies: a multiple of 5,000)."""
-    x, y = mnist.load_sample()
+def write_data(
+    data_dir: Path, train_images: int, eval_images: int = EVAL_IMAGES, noise: bool = False
+) -> None:
+    """MNIST-shaped IDX files: ``train_images`` training and ``eval_images`` test images, the
+    bundled 5,000 real digits in a fixed shuffled order (every class in any few hundred), tiled
+    (the last copy cut short); with ``noise``, random pixels and cycling labels instead (no
+    sample to parse: for smoke runs)."""
+    if noise:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randint(0, 256, (5000, 1, 28, 28), dtype=torch.uint8, generator=g)
+        y = torch.arange(5000) % 10
+    else:
+        x, y = mnist.load_sample()
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+        x, y = x[order], y[order]
     # uncompressed (no md5 to match): train images, train labels, test images, test labels
     names = [name.removesuffix(".gz") for name, _ in mnist.RESOURCES]
     data_dir.mkdir(parents=True, exist_ok=True)
-    for images, labels, n in ((*names[:2], train_images), (*names[2:], EVAL_IMAGES)):
-        reps = n // len(y)
-        mnist.write_idx(data_dir / images, np.tile(x[:, 0].numpy(), (reps, 1, 1)))
-        mnist.write_idx(data_dir / labels, np.tile(y.numpy().astype(np.uint8), reps))
+    for images, labels, n in ((*names[:2], train_images), (*names[2:], eval_images)):
+        reps = -(-n // len(y))
+        mnist.write_idx(data_dir / images, np.tile(x[:, 0].numpy(), (reps, 1, 1))[:n])
+        mnist.write_idx(data_dir / labels, np.tile(y.numpy().astype(np.uint8), reps)[:n])
 
 
-def config(out: Path, device: str, epochs: int, overrides: Sequence[str] = ()) -> DictConfig:
+def compose_train(out: Path, overrides: Sequence[str]) -> DictConfig:
+    """``conf/train.yaml`` composed with ``overrides``, data under ``out/data`` and the run dir
+    ``out``."""
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="imblab.conf", version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                f"paths.data_dir={out}/data",
-                "data.source=full",
-                # every class has 6,000 images: rho = 1 keeps them all, no validation split
-                "data.imbalance_ratio=1",
-                "data.val_fraction=0",
-                f"data.batch_size={BATCH}",
-                "callbacks.rich_progress_bar=null",
-                "callbacks.early_stopping=null",
-                "callbacks.model_checkpoint.monitor=null",
-                f"trainer.accelerator={device}",
-                f"trainer.max_epochs={epochs}",
-                *overrides,
-            ],
-        )
+        cfg = compose("train", overrides=[f"paths.data_dir={out}/data", *overrides])
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
     return cfg
+
+
+def whole_pool(cfg: DictConfig) -> DictConfig:
+    """``cfg`` training on every image of the (long-tailed) pool: no validation split
+    (``data.val_source=none`` where the datamodule has ``val_source``, else
+    ``data.val_fraction=0``) and no cap on the largest class (``data.n_max=null``); then checked
+    and resolved as ``imblab-train`` does first (:func:`imblab.config.validate`)."""
+    with open_dict(cfg):
+        if "val_source" in cfg.data:
+            cfg.data.val_source = "none"
+        else:
+            cfg.data.val_fraction = 0.0
+        if "n_max" in cfg.data:
+            cfg.data.n_max = None
+    validate(cfg)
+    return cfg
+
+
+def config(
+    out: Path, device: str, epochs: int, overrides: Sequence[str] = (), batch: int = BATCH
+) -> DictConfig:
+    """The benchmark's MNIST config: :func:`write_data`'s files, no validation split."""
+    cfg = compose_train(
+        out,
+        [
+            "data.source=full",
+            # every class has 6,000 images: rho = 1 keeps them all
+            "data.imbalance_ratio=1",
+            f"data.batch_size={batch}",
+            "callbacks.rich_progress_bar=null",
+            "callbacks.early_stopping=null",
+            "callbacks.model_checkpoint.monitor=null",
+            f"trainer.accelerator={device}",
+            f"trainer.max_epochs={epochs}",
+            *overrides,
+        ],
+    )
+    return whole_pool(cfg)
 
 
 def sync(device: torch.device) -> None:
@@ -145,17 +185,19 @@ def imblab_train(cfg: DictConfig, epochs: int) -> float:
 
 
 def autocast(cfg: DictConfig, device: torch.device) -> contextlib.AbstractContextManager[None]:
-    """The autocast Lightning's resolved precision uses, for the bare loop."""
+    """The autocast Lightning's resolved precision uses (weight cache off, as Lightning's), for
+    the bare loop."""
     precision = trainer_overrides(cfg.trainer).get("precision", cfg.trainer.precision)
     if precision in ("bf16-mixed", "16-mixed"):
         dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
-        return torch.autocast(device.type, dtype=dtype)
+        return torch.autocast(device.type, dtype=dtype, cache_enabled=False)
     return contextlib.nullcontext()
 
 
 def bare_train(cfg: DictConfig, epochs: int, device: torch.device) -> float:
     """Seconds per epoch (after the first) of a plain loop: the same uint8 tensors on the
-    device, a device-side permutation per epoch, the same transform, model and optimizer."""
+    device, a device-side permutation per epoch, the same transform, model and optimizer (with
+    ``model.cuda_graph``, the same captured backbone)."""
     torch.manual_seed(0)
     dm = build_datamodule(cfg)
     model = build_model(cfg, dm).to(device)
@@ -170,7 +212,7 @@ def bare_train(cfg: DictConfig, epochs: int, device: torch.device) -> float:
     for _ in range(epochs):
         sync(device)
         start = time.perf_counter()
-        for idx in torch.randperm(len(labels), device=device).split(BATCH):
+        for idx in torch.randperm(len(labels), device=device).split(cfg.data.batch_size):
             x = dm.transform(images.index_select(0, idx), train=True)
             y = labels.index_select(0, idx)
             with autocast(cfg, device):
@@ -211,8 +253,11 @@ def validation_epochs(cfg: DictConfig, repeats: int) -> dict[str, float]:
     for _ in range(repeats):
         for name, callbacks in (("with", scalars), ("without", [NoCounts()])):
             timer = EpochTimer()
-            # figures are drawn every figures_every_n_epochs; timed on their own below
-            trainer(cfg, [*callbacks, timer]).validate(model, datamodule=dm, verbose=False)
+            # figures are drawn every figures_every_n_epochs; timed on their own below; every
+            # batch validated whatever limit_val_batches the (validation-less) config sets
+            trainer(cfg, [*callbacks, timer], limit_val_batches=1.0).validate(
+                model, datamodule=dm, verbose=False
+            )
             best[name] = min(best[name], timer.val[0])
     model.count_state("val").reset()
     device = next(model.parameters()).device
@@ -232,9 +277,12 @@ def best_of(rounds: int, fn: Callable[[], float]) -> float:
 
 
 @contextlib.contextmanager
-def data_dir(train_images: int) -> Iterator[Path]:
+def data_dir(
+    train_images: int, eval_images: int = EVAL_IMAGES, noise: bool = False
+) -> Iterator[Path]:
+    """A temporary output dir whose ``data/mnist`` holds :func:`write_data`'s files."""
     with tempfile.TemporaryDirectory() as tmp:
-        write_data(Path(tmp) / "data" / "mnist", train_images)
+        write_data(Path(tmp) / "data" / "mnist", train_images, eval_images, noise)
         yield Path(tmp)
 
 
@@ -245,10 +293,11 @@ def run(
     repeats: int = 5,
     train_images: int = TRAIN_IMAGES,
     overrides: Sequence[str] = (),
+    eval_images: int = EVAL_IMAGES,
 ) -> dict[str, float]:
     device = torch.device(device_name)
     n = train_images
-    with data_dir(train_images) as tmp:
+    with data_dir(train_images, eval_images) as tmp:
         cfg = config(tmp, device_name, epochs, overrides)
         # alternate the two paths and keep each one's best round, so a busy moment on the
         # machine does not decide the ratio
@@ -264,10 +313,11 @@ def run(
     print(
         f"device: {device_name} ({gpu}), torch {torch.__version__}, precision {precision}, "
         f"model.channels_last {cfg.model.channels_last}, model.optimizer.fused "
-        f"{cfg.model.optimizer.get('fused')}, model.compile {cfg.model.compile}, overrides "
+        f"{cfg.model.optimizer.get('fused')}, model.compile {cfg.model.compile}, "
+        f"model.cuda_graph {cfg.model.cuda_graph}, overrides "
         f"{list(overrides)}, "
         f"{torch.get_num_threads()} CPU "
-        f"threads, batch {BATCH}, {n} training images, {epochs} epochs (first is "
+        f"threads, batch {cfg.data.batch_size}, {n} training images, {epochs} epochs (first is "
         f"warm-up), best of {rounds} rounds"
     )
     print(
@@ -276,7 +326,7 @@ def run(
         f"ratio {ratio:.3f}  (targets on a GPU: >= 200000 images/s, ratio >= 0.8)"
     )
     print(
-        f"validation epoch ({EVAL_IMAGES} images, best of {repeats}): with count updates and "
+        f"validation epoch ({eval_images} images, best of {repeats}): with count updates and "
         f"scalar metric callbacks {val['with'] * 1e3:.1f} ms, without {val['without'] * 1e3:.1f} "
         f"ms -> metrics {100 * overhead:.2f}% of the epoch (target <= 5%)"
     )
@@ -304,7 +354,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="validation epochs timed")
-    parser.add_argument("--train-images", type=int, default=TRAIN_IMAGES, help="multiple of 5000")
+    parser.add_argument("--train-images", type=int, default=TRAIN_IMAGES)
+    parser.add_argument("--eval-images", type=int, default=EVAL_IMAGES)
     parser.add_argument(
         "--override", action="append", default=[], help="extra Hydra override for both paths"
     )
@@ -316,6 +367,7 @@ def main() -> None:
         args.repeats,
         args.train_images,
         args.override,
+        args.eval_images,
     )
 
 

@@ -54,7 +54,8 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[st
 
 
 def module(data_dir: Path, **options: object) -> CIFARLTDataModule:
-    options = {"val_fraction": 0.2, "batch_size": 16, "on_device": False, **options}
+    options = {"val_source": "split", "val_fraction": 0.2, "batch_size": 16, **options}
+    options = {"on_device": False, **options}
     return CIFARLTDataModule(data_dir=str(data_dir), **options)  # type: ignore[arg-type]
 
 
@@ -168,7 +169,10 @@ def test_a_corrupt_extracted_file_fails_the_checksum(tmp_path: Path):
     archive = write_extracted(tmp_path)
     batch = archive.path / "data_batch_3"
     data = bytearray(batch.read_bytes())
-    data[-20] ^= 0xFF
+    # another value of a pixel (ASCII, so the pickled latin-1 text stays valid UTF-8; the last
+    # bytes are labels, and a label outside the classes is an error of its own)
+    pixel = next(i for i in range(len(data) // 2, len(data)) if 0x20 <= data[i] < 0x7F)
+    data[pixel] ^= 0x01
     batch.write_bytes(bytes(data))
     with pytest.raises(ConfigError) as err:
         module(tmp_path, file_md5=archive.file_md5).setup()
@@ -230,6 +234,7 @@ def test_imblab_train_ldam_drw_preset_downloads_and_trains_one_epoch(
         [
             "experiment=cifar10_lt_ldam_drw",
             f"data.data_dir={tmp_path / 'data'}",
+            "data.val_per_class=5",  # 30 images a class
             f"data.mirrors=[{{url:'{url}',md5:{archive.md5}}}]",
             "trainer.max_epochs=1",
             "trainer.accelerator=cpu",
@@ -257,6 +262,7 @@ def test_the_readme_command_trains_on_a_generated_archive_put_there_by_hand(
         [
             "experiment=cifar10_lt_ldam_drw",
             f"data.data_dir={tmp_path / 'cifar'}",
+            "data.val_per_class=5",  # 30 images a class
             "trainer.max_epochs=1",
             "trainer.accelerator=cpu",
             f"hydra.run.dir={run_dir}",

@@ -20,6 +20,8 @@ from imblab.errors import ConfigError
 from imblab.samplers import SequentialShard, ShuffleSampler
 
 SAMPLE_PER_CLASS = 500
+# the validation source these tests of the profiles check: a stratified split of the whole pool
+SPLIT: dict[str, Any] = {"val_source": "split", "n_max": None}
 
 
 def floor_min1(targets: list[float]) -> list[int]:
@@ -33,7 +35,7 @@ def split_counts(pool: list[int], val_fraction: float) -> tuple[list[int], list[
 
 @pytest.fixture
 def sample_dm(tmp_path: Path) -> MNISTDataModule:
-    dm = MNISTDataModule(str(tmp_path), source="sample", imbalance_ratio=10, batch_size=64)
+    dm = MNISTDataModule(str(tmp_path), source="sample", imbalance_ratio=10, batch_size=64, **SPLIT)
     dm.prepare_data()
     dm.setup()
     return dm
@@ -147,10 +149,12 @@ def test_setup_idempotent_and_seeded(tmp_path: Path, sample_dm: MNISTDataModule)
     sample_dm.setup("fit")
     sample_dm.setup("test")
     assert dataset_of(sample_dm.train_dataloader()).images is first
-    same = MNISTDataModule(str(tmp_path), source="sample", imbalance_ratio=10)
+    same = MNISTDataModule(str(tmp_path), source="sample", imbalance_ratio=10, **SPLIT)
     same.setup()
     assert torch.equal(dataset_of(same.train_dataloader()).images, first)
-    other = MNISTDataModule(str(tmp_path), source="sample", imbalance_ratio=10, seed=1)
+    other = MNISTDataModule(
+        str(tmp_path), source="sample", imbalance_ratio=10, subset_seed=1, **SPLIT
+    )
     other.setup()
     assert other.train_counts == same.train_counts
     assert not torch.equal(dataset_of(other.train_dataloader()).images, first)
@@ -166,6 +170,7 @@ def test_hydra_instantiate_with_list_configs(tmp_path: Path) -> None:
             "positive_classes": [3, 5],
             "imbalance_ratio": 8,
             "mirrors": ["http://127.0.0.1:9/"],
+            **SPLIT,
         }
     )
     dm = instantiate(cfg)
@@ -184,7 +189,12 @@ def test_train_loader_shuffles_with_seed(sample_dm: MNISTDataModule) -> None:
 
 def test_step_profile_on_sample(tmp_path: Path) -> None:
     dm = MNISTDataModule(
-        str(tmp_path), source="sample", profile="step", imbalance_ratio=20, minority_fraction=0.3
+        str(tmp_path),
+        source="sample",
+        profile="step",
+        imbalance_ratio=20,
+        minority_fraction=0.3,
+        **SPLIT,
     )
     dm.setup()
     pool = [400] * 7 + [20] * 3
@@ -194,7 +204,12 @@ def test_step_profile_on_sample(tmp_path: Path) -> None:
 def test_explicit_profile_on_sample(tmp_path: Path) -> None:
     counts = [400, 300, 200, 100, 50, 25, 10, 5, 2, 1]
     dm = MNISTDataModule(
-        str(tmp_path), source="sample", profile="explicit", class_counts=counts, val_fraction=0.1
+        str(tmp_path),
+        source="sample",
+        profile="explicit",
+        class_counts=counts,
+        val_fraction=0.1,
+        **SPLIT,
     )
     dm.setup()
     assert (dm.train_counts, dm.val_counts) == split_counts(counts, 0.1)
@@ -207,7 +222,12 @@ def test_explicit_profile_on_sample(tmp_path: Path) -> None:
 
 def test_binary_profile_on_sample(tmp_path: Path) -> None:
     dm = MNISTDataModule(
-        str(tmp_path), source="sample", profile="binary", positive_classes=[7], imbalance_ratio=40
+        str(tmp_path),
+        source="sample",
+        profile="binary",
+        positive_classes=[7],
+        imbalance_ratio=40,
+        **SPLIT,
     )
     dm.setup()
     pool = [3600, 90]  # 9 * 400 negatives, 3600 / 40 positives

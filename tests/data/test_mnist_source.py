@@ -115,7 +115,11 @@ def test_probe_never_exceeds_timeout(blackhole: str) -> None:
 def test_download_dead_then_live_mirror(tmp_path: Path, mirror: Mirror) -> None:
     data_dir = tmp_path / "data"
     dm = MNISTDataModule(
-        str(data_dir), source="full", mirrors=[DEAD, mirror.url + "good/"], imbalance_ratio=10
+        str(data_dir),
+        source="full",
+        mirrors=[DEAD, mirror.url + "good/"],
+        imbalance_ratio=10,
+        val_source="split",
     )
     dm.prepare_data()
     for name, md5 in mirror.resources:
@@ -194,9 +198,10 @@ def test_sample_with_official_test_set(t10k_dir: Path) -> None:
     dm = MNISTDataModule(str(t10k_dir), source="sample", imbalance_ratio=10)
     dm.setup()
     assert dm.test_source == "t10k" and sum(dm.test_counts) == 10_000
-    # full sample (no hold-out) is the pool: n_max = 500
-    pool = [max(1, int(v)) for v in np.floor(500 * 10.0 ** (-np.arange(10) / 9))]
-    assert [t + v for t, v in zip(dm.train_counts, dm.val_counts, strict=True)] == pool
+    # the whole sample (no hold-out) is the pool, capped at the default n_max = 400: the
+    # subset trains whole, each class gives validation 100 of the images it leaves unused
+    pool = [max(1, int(v)) for v in np.floor(400 * 10.0 ** (-np.arange(10) / 9))]
+    assert dm.train_counts == dm.subset_counts == pool and dm.val_counts == [100] * 10
     sample, _ = mnist.load_sample()
     test = dm.test_dataloader()
     sample_bytes = {bytes(im.numpy()) for im in sample}

@@ -27,7 +27,7 @@ def shuffled_labels(per_class: list[int], seed: int) -> torch.Tensor:
 def test_split_properties(per_class: list[int], val_fraction: float, seed: int) -> None:
     labels = shuffled_labels(per_class, seed)
     train, val = stratified_split(
-        labels, len(per_class), val_fraction, torch.Generator().manual_seed(seed)
+        labels, len(per_class), val_fraction, torch.Generator().manual_seed(seed), {}
     )
     assert set(train.tolist()).isdisjoint(val.tolist())
     assert sorted(train.tolist() + val.tolist()) == list(range(len(labels)))
@@ -39,26 +39,27 @@ def test_split_properties(per_class: list[int], val_fraction: float, seed: int) 
         assert n_val == min(math.floor(val_fraction * n + 0.5), n - 1)
         assert abs(n_val - val_fraction * n) <= 0.5 or n_val == n - 1
     again = stratified_split(
-        labels, len(per_class), val_fraction, torch.Generator().manual_seed(seed)
+        labels, len(per_class), val_fraction, torch.Generator().manual_seed(seed), {}
     )
     assert torch.equal(train, again[0]) and torch.equal(val, again[1])
 
 
 def test_split_seed_changes_val() -> None:
     labels = shuffled_labels([100] * 10, 0)
-    _, a = stratified_split(labels, 10, 0.2, torch.Generator().manual_seed(0))
-    _, b = stratified_split(labels, 10, 0.2, torch.Generator().manual_seed(1))
+    _, a = stratified_split(labels, 10, 0.2, torch.Generator().manual_seed(0), {})
+    _, b = stratified_split(labels, 10, 0.2, torch.Generator().manual_seed(1), {})
     assert len(a) == len(b) == 200 and not torch.equal(a, b)
 
 
 def test_split_val_follows_training_distribution() -> None:
     labels = shuffled_labels([1000, 100, 10, 1], 0)
-    train, val = stratified_split(labels, 4, 0.2, torch.Generator().manual_seed(0))
+    train, val = stratified_split(labels, 4, 0.2, torch.Generator().manual_seed(0), {})
     assert torch.bincount(labels[val], minlength=4).tolist() == [200, 20, 2, 0]
     assert torch.bincount(labels[train], minlength=4).tolist() == [800, 80, 8, 1]
 
 
-def test_split_empty_class_is_config_error() -> None:
+def test_split_empty_class_is_config_error_naming_the_source_keys() -> None:
     labels = shuffled_labels([10, 0, 10], 0)
-    with pytest.raises(ConfigError, match=r"^data\.val_fraction=0\.2: class 1 .*imbalance_ratio"):
-        stratified_split(labels, 3, 0.2, torch.Generator().manual_seed(0))
+    source = {"data.data_dir": "/d"}
+    with pytest.raises(ConfigError, match=r"^data\.data_dir='/d': class 1 has no image .*data_dir"):
+        stratified_split(labels, 3, 0.2, torch.Generator().manual_seed(0), source)

@@ -24,8 +24,8 @@ from sklearn.metrics import (
 )
 
 from imblab.errors import ConfigError
-from imblab.evaluation import load_checkpoint
 from imblab.metrics import evaluate
+from imblab.pipelines.evaluation import load_checkpoint
 
 from ..conftest import FAST
 
@@ -89,8 +89,9 @@ def test_eval_writes_every_report_and_figure(single: Path) -> None:
 
 def test_predictions_cover_the_test_split_once(single: Path) -> None:
     with np.load(single / "predictions.npz") as data:
-        assert set(data.files) == {"probs", "targets", "ids"}
+        assert set(data.files) == {"probs", "targets", "ids", "split_fingerprint"}
         probs, targets, ids = data["probs"], data["targets"], data["ids"]
+        assert len(str(data["split_fingerprint"])) == 64  # the test split's sha256
     assert probs.shape == (N_TEST, 10) and targets.shape == ids.shape == (N_TEST,)
     assert np.array_equal(ids, np.arange(N_TEST))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)

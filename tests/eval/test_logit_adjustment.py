@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 
 from imblab.errors import ConfigError
-from imblab.evaluation import logit_adjustment_option
 from imblab.metrics.logit_adjustment import (
     TAU_GRID,
     AdjustedConfusion,
@@ -19,6 +18,7 @@ from imblab.metrics.logit_adjustment import (
     best_tau,
     log_prior,
 )
+from imblab.pipelines.evaluation import logit_adjustment_option
 
 
 def _data(seed: int, n: int, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

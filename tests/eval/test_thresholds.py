@@ -17,7 +17,7 @@ from imblab.callbacks.threshold import ThresholdTuning
 from imblab.data.tensors import TensorBatches
 from imblab.errors import ConfigError
 from imblab.metrics.counts import CountState
-from imblab.metrics.thresholds import best_threshold
+from imblab.metrics.decision_threshold import best_threshold
 from imblab.models.classifier import Classifier
 from imblab.samplers import SequentialShard
 

@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_module
 from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import open_dict
 
-from imblab.training import build_datamodule, build_model, build_trainer
+from imblab.pipelines.training import build_datamodule, build_model, build_trainer
 
 
 class Record(Callback):

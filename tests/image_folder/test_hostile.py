@@ -12,7 +12,7 @@ import pytest
 from imblab.data.image_folder import SYMLINK_OUTSIDE, ImageFolderDataModule
 from imblab.data.images import Verdict, write_rejected_csv
 from imblab.errors import ConfigError
-from imblab.training import train
+from imblab.pipelines.training import train
 
 from ..conftest import FAST
 from .conftest import write_folder

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from imblab.pipelines.training import train
 from imblab.runs import event_dir
-from imblab.training import train
 
 from ..conftest import FAST
 from ..scrape.badfiles import write_image_tree

@@ -17,7 +17,7 @@ from imblab.metrics.counts import (
     MAX_SAMPLES,
     _upper_bounds,
     grid_bins,
-    threshold_grid,
+    score_grid,
 )
 from imblab.metrics.functional import auroc, average_precision
 
@@ -59,7 +59,7 @@ def expected_confmat(pred: torch.Tensor, target: torch.Tensor, c: int) -> torch.
 @pytest.mark.parametrize("binary_threshold", [0.5, 0.0, 1e-6, 0.3, 0.7, 1.0])
 @pytest.mark.parametrize("t", [2, 3, 200, 1000])
 def test_grid_is_strictly_increasing_from_zero_with_binary_threshold(t, binary_threshold):
-    grid = threshold_grid(t, binary_threshold)
+    grid = score_grid(t, binary_threshold)
     assert grid.dtype == torch.float64 and grid.shape == (t,)
     assert grid[0] == 0.0
     assert (grid[1:] > grid[:-1]).all()
@@ -69,7 +69,7 @@ def test_grid_is_strictly_increasing_from_zero_with_binary_threshold(t, binary_t
 
 
 def test_grid_is_uniform_in_logit_space_but_for_the_binary_threshold():
-    grid = threshold_grid(200)
+    grid = score_grid(200)
     logits = torch.logit(grid[1:])
     replaced = (grid[1:] == 0.5).nonzero().item()
     expected = torch.linspace(*LOGIT_RANGE, 199, dtype=torch.float64)
@@ -80,11 +80,11 @@ def test_grid_is_uniform_in_logit_space_but_for_the_binary_threshold():
 
 def test_state_carries_the_grid_as_float64_buffer():
     state = CountState(3, thresholds=50, binary_threshold=0.3)
-    assert torch.equal(state.thresholds, threshold_grid(50, 0.3))
+    assert torch.equal(state.thresholds, score_grid(50, 0.3))
     assert "thresholds" in dict(state.named_buffers())
     # Lightning's bf16-true precision casts the whole module: the grid must survive
     state = state.to(torch.bfloat16)
-    assert torch.equal(state.thresholds, threshold_grid(50, 0.3))
+    assert torch.equal(state.thresholds, score_grid(50, 0.3))
     state.update(torch.tensor([[0.2, 0.3, 0.5]]), torch.tensor([1]))
     assert state.compute().hist[1, (state.thresholds == 0.3).nonzero().item(), 1] == 1
 
@@ -136,7 +136,7 @@ def scores_on_and_around_the_grid(rng: np.random.Generator, n: int, c: int, grid
 )
 def test_binned_counts_equal_exact_ge_counts(c, n, t, binary_threshold, seed, float64):
     rng = np.random.default_rng(seed)
-    grid = threshold_grid(t, binary_threshold)
+    grid = score_grid(t, binary_threshold)
     scores = scores_on_and_around_the_grid(rng, n, c, grid)
     if float64:
         scores = scores.double()
@@ -161,7 +161,7 @@ def test_grid_bins_equal_bucketize(t, dtype):
     around every grid point, in the tails, above 1 and with the binary threshold anywhere."""
     g = torch.Generator().manual_seed(t)
     for binary_threshold in EDGE_THRESHOLDS:
-        grid = threshold_grid(t, binary_threshold).to(dtype)
+        grid = score_grid(t, binary_threshold).to(dtype)
         at = grid[torch.randint(0, t, (5000,), generator=g)]
         scores = torch.cat(
             [

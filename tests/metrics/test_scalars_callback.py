@@ -145,6 +145,7 @@ def test_many_classes_skip_the_loggers_but_not_callback_metrics(tmp_path):
     callback = ClassificationScalars(per_class_max_classes=5, worst_k=2)
     trainer, _, _ = validate(tmp_path / "b", counts, callback, many, tb)
     assert "val/f1/k0" in trainer.callback_metrics and "val/recall/k5" in trainer.callback_metrics
+    assert trainer.callback_metrics["val/f1/k0"].dtype == torch.float64  # as computed
     assert not any(k.count("/") > 1 for k in many.keys)
     assert {"val/f1_macro", "val/accuracy_many", "val/accuracy_few"} <= many.keys
     tb.experiment.flush()

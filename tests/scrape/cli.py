@@ -8,7 +8,7 @@ import sys
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
-from imblab.scrape import main
+from imblab.scrape.cli import main
 
 
 def run_cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int | str | None:

@@ -15,15 +15,10 @@ from icrawler.builtin import bing
 
 from imblab.data.images import load_rgb, validate_folder
 from imblab.errors import ConfigError
-from imblab.scrape import (
-    MANIFEST_COLUMNS,
-    DownloadError,
-    DownloadPolicy,
-    download,
-    read_manifest,
-    scrape,
-    search_urls,
-)
+from imblab.scrape.cli import scrape
+from imblab.scrape.engines import search_urls
+from imblab.scrape.jobs import MANIFEST_COLUMNS, read_manifest
+from imblab.scrape.transport import DownloadError, DownloadPolicy, download
 from tests.conftest import Compose
 from tests.scrape.badfiles import MARKER, UPRIGHT_SIZE, image_cases
 from tests.scrape.cli import run_cli

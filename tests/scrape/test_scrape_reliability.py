@@ -17,17 +17,12 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from imblab import scrape as scrape_mod
 from imblab.errors import ConfigError
-from imblab.scrape import (
-    DownloadError,
-    DownloadPolicy,
-    address_kind,
-    download,
-    read_manifest,
-    read_url_list,
-    scrape,
-)
+from imblab.scrape import guard, jobs
+from imblab.scrape.cli import scrape
+from imblab.scrape.guard import address_kind
+from imblab.scrape.jobs import read_manifest, read_url_list
+from imblab.scrape.transport import DownloadError, DownloadPolicy, download
 from tests.conftest import Compose
 from tests.scrape.cli import run_cli
 from tests.scrape.server import TRICKLE_S, Site, serve
@@ -69,7 +64,7 @@ def test_malformed_urls_fail_with_a_reason_and_the_scrape_goes_on(
 ) -> None:
     bad_redirect = site.url("/redirect?to=" + quote("http://a..b/y.png"))
     surrogate = site.url("/dog/\ud800.jpg")  # a search result's JSON can hold a lone surrogate
-    monkeypatch.setattr(scrape_mod, "search_urls", lambda *args: [surrogate])
+    monkeypatch.setattr(jobs, "search_urls", lambda *args: [surrogate])
     urls = [site.url("/dog/0.jpg"), *MALFORMED, bad_redirect, site.url("/dog/1.jpg")]
     args = ["+queries.cat=[q]"]
     rows = _scrape_list(compose_cfg, tmp_path, urls, *args)
@@ -193,7 +188,7 @@ PUBLIC = "127.0.0.2"  # counts as a public address in these tests
 def public_ip(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the classifier treat 127.0.0.2 as public (no public address is reachable here)."""
     monkeypatch.setattr(
-        scrape_mod, "address_kind", lambda ip: None if ip == PUBLIC else address_kind(ip)
+        guard, "address_kind", lambda ip: None if ip == PUBLIC else address_kind(ip)
     )
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from imblab.scrape import read_manifest, scrape
-from imblab.training import train
+from imblab.pipelines.training import train
+from imblab.scrape.cli import scrape
+from imblab.scrape.jobs import read_manifest
 from tests.conftest import FAST, Compose
 from tests.scrape.badfiles import image_cases
 from tests.scrape.server import _jpeg, serve

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from torch.utils.tensorboard import SummaryWriter
 
-from imblab.compare import build_parser, compare, seed_decimals
+from imblab.compare import build_parser, compare, default_tags, seed_decimals
 from imblab.runs import write_summary
 
 CLASSES = ["a", "b", "c", "d"]
@@ -215,7 +215,7 @@ def test_printed_table_fits_120_columns_and_wide_shows_all(tmp_path: Path, capsy
 
 def test_default_columns_are_the_long_tail_metrics(tmp_path: Path) -> None:
     args = build_parser().parse_args([str(tmp_path)])
-    assert args.tags == [
+    assert default_tags(args) == [
         "val/f1_macro",
         "test/f1_macro",
         "test/balanced_accuracy",
@@ -223,3 +223,6 @@ def test_default_columns_are_the_long_tail_metrics(tmp_path: Path) -> None:
         "test/accuracy_medium",
         "test/accuracy_few",
     ]
+    # a baseline comparison compares the test tags (the monitor's best epoch is selected on it)
+    args = build_parser().parse_args([str(tmp_path), "--baseline", "loss=ce"])
+    assert default_tags(args) == default_tags(build_parser().parse_args([str(tmp_path)]))[1:]

@@ -180,8 +180,17 @@ def tensorboard(grid: Path) -> Iterator[str]:
 
 def test_tensorboard_server_shows_every_run(grid: Path, tensorboard: str) -> None:
     runs = get(f"{tensorboard}/data/runs")
-    # each job is one TensorBoard run, named after its dir (job number, swept values)
-    assert sorted(runs) == sorted(job.name for job in job_dirs(grid))
+    # each job is one TensorBoard run, named by its number and swept values only (its dir name
+    # also has the overrides every job shares); its status.json records the name
+    jobs = {status(job)["tensorboard"]["run"]: job for job in job_dirs(grid)}
+    assert sorted(runs) == sorted(jobs)
+    for name, job in jobs.items():
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+        swept = [
+            o for o in overrides if o.split("=")[0] in {"seed", "model.optimizer.lr", "sampler"}
+        ]
+        assert name == f"{job.name.split('_')[0]}_{','.join(swept)}"
+        assert status(job)["tensorboard"]["logdir"] == "../tensorboard"
     scalars = get(f"{tensorboard}/data/plugin/scalars/tags")
     images = get(f"{tensorboard}/data/plugin/images/tags")
     pr_curves = get(f"{tensorboard}/data/plugin/pr_curves/tags")
@@ -221,7 +230,7 @@ def test_tensorboard_server_shows_every_run(grid: Path, tensorboard: str) -> Non
     for group in groups:
         (session,) = group["sessions"]
         assert session["status"] == "STATUS_SUCCESS"
-        job = grid / session["name"]
+        job = jobs[session["name"]]
         metrics = json.loads((job / "metrics.json").read_text())["metrics"]
         values = {m["name"]["tag"]: m["value"] for m in session["metricValues"]}
         for tag in ("val/f1_macro", "test/f1_macro", "test/auroc_macro"):

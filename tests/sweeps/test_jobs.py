@@ -13,11 +13,11 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from imblab.errors import ConfigError
+from imblab.pipelines.training import train
 from imblab.runs import read_status
 from imblab.sweeps import job_subdir, resume_optuna, run_job, split_items, swept_keys
 from imblab.tensorboard import class_layout
 from imblab.train import main
-from imblab.training import train
 
 from ..conftest import FAST
 

@@ -10,6 +10,8 @@ import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
+from imblab.runs import EVENTS, event_dir
+
 from .helpers import job_dirs, run_sweep, status
 
 LIGHT = ["logger=none", "metrics=scalars", "test=false"]
@@ -37,14 +39,18 @@ def test_submitit_local_launcher_runs_every_job(tmp_path: Path) -> None:
 def test_ddp_jobs_in_a_sweep_write_one_run_dir_each(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
-    run_sweep(sweep_dir, "seed=1,2", *ddp, *LIGHT)
+    with_tensorboard = [o for o in LIGHT if not o.startswith("logger=")]
+    run_sweep(sweep_dir, "seed=1,2", *ddp, *with_tensorboard)
     jobs = job_dirs(sweep_dir)
     assert len(jobs) == 2
-    assert sorted(p for p in sweep_dir.iterdir() if p.is_dir()) == jobs
+    assert sorted(p for p in sweep_dir.iterdir() if p.is_dir()) == [*jobs, sweep_dir / EVENTS]
     stray = [p.name for p in tmp_path.iterdir() if p.name not in ("sweep", "data")]
     assert stray == []  # no run dir of a DDP process anywhere else (e.g. under logs/)
+    # each job's TensorBoard run is in the sweep's, named by its number and swept value
+    assert sorted(p.name for p in (sweep_dir / EVENTS).iterdir()) == ["0_seed=1", "1_seed=2"]
     for job in jobs:
         assert status(job)["status"] == "completed"
+        assert event_dir(job) == sweep_dir / EVENTS / status(job)["tensorboard"]["run"]
         record = json.loads((job / "metrics.json").read_text())
         val_counts = [int(n) for n in record["data"]["val_counts"].split(",")]
         supports = [record["metrics"][f"val/support/{c}"] for c in range(len(val_counts))]

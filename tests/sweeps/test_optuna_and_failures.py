@@ -1,8 +1,10 @@
 """End to end: an Optuna search that is killed mid-trial and resumed from its SQLite study in the
-sweep dir; a sweep job that fails is recorded and the other jobs run."""
+sweep dir; an Optuna search running two trials at a time with the joblib launcher, read by
+`imblab-compare`; a sweep job that fails is recorded and the other jobs run."""
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -10,8 +12,11 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 import yaml
 from optuna.trial import TrialState
+
+from imblab.compare import build_parser, compare
 
 from .helpers import env, job_dirs, run_sweep, status, sweep_command
 
@@ -74,6 +79,36 @@ def test_optuna_search_resumes_after_interruption(tmp_path: Path) -> None:
     summary = (sweep_dir / "summary.md").read_text()
     assert summary.count("| completed |") == 3 and "1 of 4 runs did not complete" in summary
     assert "| interrupted |" in summary  # the killed job, never finished
+
+
+def test_optuna_search_runs_two_trials_at_a_time_with_joblib(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    parallel = ["hydra.sweeper.n_jobs=2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    run_sweep(sweep_dir, *SEARCH, "hydra.sweeper.n_trials=4", *parallel)  # the last n_trials
+
+    trials = optuna.load_study(
+        study_name="train", storage=f"sqlite:///{sweep_dir}/optuna.db"
+    ).trials
+    jobs = job_dirs(sweep_dir)
+    records = [status(job) for job in jobs]
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4, records
+    assert [int(job.name.split("_")[0]) for job in jobs] == [0, 1, 2, 3]
+    for trial, job, record in zip(trials, jobs, records, strict=True):  # trial n ran as job n
+        assert Path(trial.user_attrs["job_dir"]) == job
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+        assert {f"{key}={value}" for key, value in trial.params.items()} <= set(overrides)
+        assert record["status"] == "completed" and record["objective"]["value"] == trial.value
+    for a, b in (records[0:2], records[2:4]):  # the trials of a batch ran at the same time
+        assert a["started"] < b["finished"] and b["started"] < a["finished"], (a, b)
+
+    # imblab-compare reads the search as any sweep: one row per job, the searched keys
+    assert compare(build_parser().parse_args([str(sweep_dir), "--out", str(tmp_path)])) == 0
+    rows = list(csv.DictReader((tmp_path / "compare.csv").open()))
+    assert [row["run"] for row in rows] == [job.name for job in jobs]
+    for row, trial in zip(rows, trials, strict=True):
+        assert float(row["model.optimizer.lr"]) == trial.params["model.optimizer.lr"]
+        assert float(row["val/f1_macro (last)"]) == pytest.approx(trial.value)
+        assert row["status"] == "completed"
 
 
 def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:

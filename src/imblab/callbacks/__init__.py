@@ -2,7 +2,8 @@
 collect predictions for ``imblab-eval``.
 
 What a callback needs from the model is :class:`~imblab.callbacks.contract.EvaluatedModel`;
-the math lives in :mod:`imblab.metrics`, the drawing in :mod:`imblab.plots`.
+:class:`PerClassMetrics` provides it (and runs the metric callbacks) for any LightningModule.
+The math lives in :mod:`imblab.metrics`, the drawing in :mod:`imblab.plots`.
 """
 
 from imblab.callbacks.base import FigureMetric, MetricCallback, ScalarMetric, publish_scalars
@@ -17,6 +18,7 @@ from imblab.callbacks.contract import (
 from imblab.callbacks.figures import ClassBarsFigure, ConfusionMatrixFigure, RocFigure
 from imblab.callbacks.intervals import BootstrapIntervals
 from imblab.callbacks.mcc import MatthewsCorrCoef
+from imblab.callbacks.per_class import PerClassMetrics
 from imblab.callbacks.pr_curves import PRCurves
 from imblab.callbacks.predictions import PredictionRecorder, Predictions
 from imblab.callbacks.scalars import BinaryScores, ClassificationScalars, binary_scalars
@@ -38,6 +40,7 @@ __all__ = [
     "MatthewsCorrCoef",
     "MetricCallback",
     "PRCurves",
+    "PerClassMetrics",
     "PredictionRecorder",
     "Predictions",
     "RocFigure",

@@ -25,6 +25,7 @@ class CalibrationMetrics(StatefulMetric):
     """
 
     name = "calibration"
+    higher_is_better = False
 
     def __init__(
         self,

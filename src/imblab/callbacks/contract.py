@@ -3,13 +3,15 @@
 
 Both are structural types: a model fulfils them without importing this module (models and
 callbacks do not import one another; :class:`imblab.models.classifier.Classifier` is the
-reference implementation). A callback turns the ``pl_module`` Lightning hands it into the
-contract with :func:`evaluated_model`, which names what a module lacks.
+reference implementation, and :class:`imblab.callbacks.PerClassMetrics` implements them for any
+LightningModule). A callback turns the ``pl_module`` Lightning hands it into the contract with
+:func:`evaluated_model`, which names what a module lacks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol, TypedDict, cast, runtime_checkable
 
 from torch import Tensor
@@ -19,9 +21,11 @@ from imblab.metrics.bootstrap import BootstrapCounts
 from imblab.metrics.counts import CountState
 
 __all__ = [
+    "EvalInputs",
     "EvalStepOutput",
     "EvaluatedModel",
     "StatefulModel",
+    "eval_inputs",
     "eval_step_output",
     "evaluated_model",
     "stateful_model",
@@ -97,6 +101,23 @@ class EvalStepOutput(TypedDict):
 _MEMBERS = ("class_names", "train_counts", "count_state", "bootstrap_state")
 
 
+@dataclass(frozen=True)
+class EvalInputs:
+    """What a plugin's state is updated with, as the stage's count state takes it: ``C``
+    classes, ``input`` ("logits": softmax them for probabilities; or "probs") and the
+    ``ignore_index`` target left out (None: none)."""
+
+    num_classes: int
+    input: str
+    ignore_index: int | None
+
+
+def eval_inputs(model: EvaluatedModel) -> EvalInputs:
+    """The :class:`EvalInputs` of ``model``'s count states."""
+    counts = model.count_state("val")
+    return EvalInputs(len(model.class_names), counts.input, counts.ignore_index)
+
+
 def evaluated_model(module: object) -> EvaluatedModel:
     """``module`` as an :class:`EvaluatedModel`.
 
@@ -109,8 +130,9 @@ def evaluated_model(module: object) -> EvaluatedModel:
     raise TypeError(
         f"{type(module).__name__} does not implement imblab.callbacks.contract.EvaluatedModel "
         f"(missing: {missing}): imblab's metric callbacks read the per-stage count states, "
-        "class names and training class counts from the model; see "
-        "imblab.models.classifier.Classifier"
+        "class names and training class counts from the model; for a LightningModule of your "
+        "own, pass them to imblab.callbacks.PerClassMetrics(num_classes, metrics=[...]) "
+        "instead of adding them to the Trainer"
     )
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from lightning.pytorch import Trainer
 
-from imblab.callbacks.base import MetricCallback, publish_scalars
+from imblab.callbacks.base import MetricCallback, builtin_directions
 from imblab.callbacks.contract import EvaluatedModel
 from imblab.metrics.bootstrap import percentile_intervals, replicate_scores
 from imblab.metrics.counts import Counts
@@ -68,7 +68,7 @@ class BootstrapIntervals(MetricCallback):
         model: EvaluatedModel,
     ) -> None:
         values = self.intervals(model, stage, class_names)
-        publish_scalars(trainer, {f"{stage}/{k}": v for k, v in values.items()})
+        self.publish(trainer, {f"{stage}/{k}": v for k, v in values.items()}, class_names)
 
     def tags(
         self, stage: str, class_names: Sequence[str], train_counts: Sequence[int] = ()
@@ -84,3 +84,7 @@ class BootstrapIntervals(MetricCallback):
             class_names=list(class_names),
         )
         return [f"{stage}/{k}" for k in percentile_intervals(replicates, self.confidence)]
+
+    def directions(self, stage: str, class_names: Sequence[str]) -> dict[str, bool]:
+        """Each bound goes the way of its key (:mod:`imblab.metrics.directions`)."""
+        return builtin_directions(self.tags(stage, class_names))

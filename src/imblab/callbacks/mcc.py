@@ -17,5 +17,7 @@ class MatthewsCorrCoef(ScalarMetric):
     (Gorodkin's R_K; equals the binary MCC for two classes).
     """
 
+    higher_is_better = True
+
     def scalars(self, counts: Counts, class_names: list[str]) -> dict[str, float]:
         return {"mcc": matthews_corrcoef(counts.confmat)}

@@ -28,7 +28,7 @@ from imblab.callbacks.contract import EvaluatedModel
 from imblab.errors import config_error
 from imblab.metrics.counts import Counts
 from imblab.metrics.functional import per_class_prf, pr_curve_counts, worst_classes
-from imblab.tensorboard import rank_zero_writer
+from imblab.tensorboard import epoch_step, rank_zero_writer
 
 __all__ = ["PRCurves", "curve_classes", "pr_curve_summary"]
 
@@ -40,7 +40,7 @@ _KEY = "metrics.pr_curves"
 class PRCurves(MetricCallback):
     """Per-class precision-recall curves in TensorBoard's PR-curve plugin, from raw counts
     (``<stage>/pr/<class_name>``, :func:`~imblab.metrics.functional.pr_curve_counts`); written
-    by rank 0.
+    by rank 0, at the epoch's step (:func:`~imblab.tensorboard.epoch_step`).
 
     With more than ``per_class_max_classes`` classes, only the classes of :func:`curve_classes`:
     the ``worst_k`` lowest F1 (zero division 0) among the classes with samples in the split,
@@ -53,6 +53,8 @@ class PRCurves(MetricCallback):
         worst_k: worst classes by F1 drawn above the limit.
         head_k: head classes drawn above the limit.
     """
+
+    per_class_max_classes: int
 
     def __init__(
         self,
@@ -97,9 +99,10 @@ class PRCurves(MetricCallback):
             for rank, c in enumerate(head, 1):
                 notes.setdefault(int(c), f" Head class {rank} by training samples {of}.")
         file_writer = writer._get_file_writer()  # what SummaryWriter.add_pr_curve_raw uses
+        step = epoch_step(trainer)
         for c, note in notes.items():
             summary = pr_curve_summary(f"{stage}/pr/{class_names[c]}", raws[c], note)
-            file_writer.add_summary(summary, trainer.global_step)
+            file_writer.add_summary(summary, step)
 
 
 def curve_classes(

@@ -111,7 +111,7 @@ class PredictionRecorder(Callback):
             raise ValueError(
                 f"{stage} batches are (x, y) without sample ids, which the predictions need; "
                 "use a datamodule whose eval loaders yield (x, y, ids) (as data=mnist and "
-                "data=image_folder do)"
+                "data=image_folder do), or set test_predictions=false (imblab-train)"
             )
         probs = output["preds"].detach().float()
         if evaluated_model(pl_module).count_state(stage).input == "logits":

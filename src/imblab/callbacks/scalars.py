@@ -11,13 +11,19 @@ import numpy as np
 import torch
 from lightning.pytorch import Trainer
 
-from imblab.callbacks.base import MetricCallback, ScalarMetric, empty_counts, publish_scalars
+from imblab.callbacks.base import (
+    MetricCallback,
+    ScalarMetric,
+    builtin_directions,
+    empty_counts,
+    publish_scalars,
+)
 from imblab.callbacks.contract import EvaluatedModel
 from imblab.errors import config_error
 from imblab.metrics.counts import Counts
 from imblab.metrics.functional import binary_scores, per_class_prf, summarize, worst_classes
-from imblab.metrics.groups import group_members, group_scores, shot_groups
-from imblab.tensorboard import rank_zero_writer
+from imblab.metrics.groups import GROUPS, group_members, group_scores, shot_groups
+from imblab.tensorboard import epoch_step, rank_zero_writer
 
 __all__ = ["BinaryScores", "ClassificationScalars", "binary_scalars", "worst_classes_table"]
 
@@ -28,8 +34,9 @@ class ClassificationScalars(ScalarMetric):
     """Precision, recall and F-beta (per class, macro, micro, weighted), accuracy, balanced
     accuracy, AUROC and AP (per class, macro, weighted), and per class the one-vs-rest accuracy
     and specificity: the keys of :func:`~imblab.metrics.functional.summarize` (``one_vs_rest``);
-    plus, when the model knows its training class counts, the many/medium/few-shot group
-    scores ``accuracy_<group>`` and ``f1_macro_<group>`` (:mod:`~imblab.metrics.groups`; the
+    plus, when the class sizes are known (:func:`group_sizes`: the long-tailed subset's, else
+    the model's training counts), the many/medium/few-shot group scores
+    ``accuracy_<group>`` and ``f1_macro_<group>`` (:mod:`~imblab.metrics.groups`; the
     recall of a class without samples in the split and the F1 of a class neither in its targets
     nor predicted are undefined and left out; a group with nothing defined logs nothing).
 
@@ -47,6 +54,8 @@ class ClassificationScalars(ScalarMetric):
         per_class_max_classes: above this many classes, per-class values skip the loggers.
         worst_k: classes in each worst-classes table.
     """
+
+    per_class_max_classes: int
 
     def __init__(
         self,
@@ -104,6 +113,14 @@ class ClassificationScalars(ScalarMetric):
                 tags += [f"{stage}/accuracy_{group}", f"{stage}/f1_macro_{group}"]
         return tags
 
+    def directions(self, stage: str, class_names: Sequence[str]) -> dict[str, bool]:
+        """The direction of every tag it may publish (the group scores of all three groups
+        included), from imblab's table (:mod:`imblab.metrics.directions`)."""
+        tags = self.tags(stage, class_names)
+        if tags:
+            tags += [f"{stage}/{m}_{g}" for m in ("accuracy", "f1_macro") for g in GROUPS]
+        return builtin_directions(tags)
+
     def groups(self, train_counts: Sequence[int]) -> list[str]:
         """The shot group of every class (empty when the training counts are unknown)."""
         if not train_counts:
@@ -134,7 +151,7 @@ class ClassificationScalars(ScalarMetric):
     ) -> None:
         values = {f"{stage}/{k}": float(v) for k, v in self.scalars(counts, class_names).items()}
         precision, recall, f1, support = per_class_prf(counts.confmat, 1.0, self.zero_division)
-        groups = self.groups(model.train_counts)
+        groups = self.groups(group_sizes(trainer, model))
         if groups:
             present = support > 0
             in_split = present | (counts.confmat.sum(dim=0) > 0)
@@ -144,13 +161,10 @@ class ClassificationScalars(ScalarMetric):
                 groups,
             )
             values.update({f"{stage}/{k}": v for k, v in scores.items()})
-        if counts.num_classes <= self.per_class_max_classes:
-            publish_scalars(trainer, values)
-            return
         # many classes: every value for callback_metrics (metrics.json), no per-class logger tag
-        per_class = {k: v for k, v in values.items() if k.count("/") > 1}
-        publish_scalars(trainer, {k: v for k, v in values.items() if k not in per_class})
-        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in per_class.items()})
+        self.publish(trainer, values, class_names)
+        if counts.num_classes <= self.per_class_max_classes:
+            return
         writer = rank_zero_writer(trainer)
         if writer is not None:
             table = worst_classes_table(
@@ -162,7 +176,15 @@ class ClassificationScalars(ScalarMetric):
                 groups,
                 self.worst_k,
             )
-            writer.add_text(f"{stage}/worst_classes", table, global_step=trainer.global_step)
+            writer.add_text(f"{stage}/worst_classes", table, global_step=epoch_step(trainer))
+
+
+def group_sizes(trainer: Trainer, model: EvaluatedModel) -> Sequence[int]:
+    """The class sizes the shot groups are read from: the datamodule's long-tailed subset
+    (``subset_counts``, before validation was taken from it) when it has one, else the model's
+    training counts."""
+    sizes = getattr(getattr(trainer, "datamodule", None), "subset_counts", None)
+    return list(sizes) if sizes else model.train_counts
 
 
 def worst_classes_table(
@@ -253,3 +275,7 @@ class BinaryScores(MetricCallback):
             return []
         keys = binary_scalars(empty_counts(2), 0.5, self.betas, self.zero_division)
         return [f"{stage}/{k}" for k in keys]
+
+    def directions(self, stage: str, class_names: Sequence[str]) -> dict[str, bool]:
+        """From imblab's table (:mod:`imblab.metrics.directions`; the threshold has none)."""
+        return builtin_directions(self.tags(stage, class_names))

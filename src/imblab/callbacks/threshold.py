@@ -8,12 +8,17 @@ from typing import Any
 
 from lightning.pytorch import Trainer
 
-from imblab.callbacks.base import MetricCallback, empty_counts, publish_scalars
+from imblab.callbacks.base import (
+    MetricCallback,
+    builtin_directions,
+    empty_counts,
+    publish_scalars,
+)
 from imblab.callbacks.contract import EvaluatedModel
 from imblab.callbacks.scalars import binary_scalars
 from imblab.errors import config_error
 from imblab.metrics.counts import Counts
-from imblab.metrics.thresholds import best_threshold
+from imblab.metrics.decision_threshold import best_threshold
 
 __all__ = ["ThresholdTuning"]
 
@@ -21,8 +26,8 @@ __all__ = ["ThresholdTuning"]
 class ThresholdTuning(MetricCallback):
     """Two-class tasks: after every validation epoch, the threshold on the positive-class
     probability that maximises F-``beta`` on the validation counts
-    (:func:`~imblab.metrics.thresholds.best_threshold`); at test, precision, recall and F-beta
-    at that threshold.
+    (:func:`~imblab.metrics.decision_threshold.best_threshold`); at test, precision, recall and
+    F-beta at that threshold.
 
     Published as ``<stage>/binary_tuned/{threshold,precision,recall,f<beta>}`` (validation:
     in-sample, the tuned optimum; test: out of sample), beside ``binary/*`` at the default
@@ -86,6 +91,10 @@ class ThresholdTuning(MetricCallback):
             empty_counts(2), 0.5, self.betas, self.zero_division, prefix="binary_tuned"
         )
         return [f"{stage}/{k}" for k in keys]
+
+    def directions(self, stage: str, class_names: Sequence[str]) -> dict[str, bool]:
+        """From imblab's table (:mod:`imblab.metrics.directions`; the threshold has none)."""
+        return builtin_directions(self.tags(stage, class_names))
 
     def state_dict(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "beta": self.beta}

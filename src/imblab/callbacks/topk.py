@@ -23,6 +23,7 @@ class TopKAccuracy(StatefulMetric):
     """
 
     name = "topk"
+    higher_is_better = True
 
     def __init__(
         self,

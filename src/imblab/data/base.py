@@ -3,9 +3,12 @@ is, and :class:`RawData`, what a dataset loads before it is made imbalanced and 
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
 import lightning.pytorch as pl
@@ -17,11 +20,17 @@ from imblab.data.imbalance import (
     Profile,
     imbalance_counts,
     num_minority_classes,
+    official_order,
     relabel_binary,
     scale_counts,
     select_per_class,
 )
-from imblab.data.split import stratified_split
+from imblab.data.split import (
+    VAL_SOURCES,
+    remainder_split,
+    require_every_class,
+    stratified_split,
+)
 from imblab.data.summary import SPLITS, DataSummary
 from imblab.data.tensors import Batch, ResidentSplits, Split, TensorBatches
 from imblab.data.transforms import pixel_mean_std
@@ -43,12 +52,21 @@ class RawData:
         class_names: the name of label ``c`` at position ``c``.
         train: the training source: uint8 images (N, C, H, W) and int64 labels (N,).
         test: the test source, the same way.
+        files: ``{"train": [...], "test": [...]}``, the files (or named source) whose images,
+            concatenated in that order, are what :attr:`train_index` and :attr:`test_index`
+            index: written beside the indices in ``data_indices.json``.
+        train_index, test_index: the position of each item of ``train`` / ``test`` in that
+            order (None: ``0 .. N - 1``, the source as given; MNIST's held-out test set is a
+            part of its training files).
     """
 
     source: str
     class_names: Sequence[str]
     train: Split
     test: Split
+    files: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    train_index: torch.Tensor | None = None
+    test_index: torch.Tensor | None = None
 
 
 class ImbalancedDataModule(pl.LightningDataModule):
@@ -57,19 +75,30 @@ class ImbalancedDataModule(pl.LightningDataModule):
 
     What training reads, after :meth:`setup`: :attr:`num_classes`, :attr:`class_names` (label
     ``c`` is ``class_names[c]``, after binary relabelling), :attr:`in_channels`, the images per
-    class :attr:`train_counts`, :attr:`val_counts`, :attr:`test_counts`, and :meth:`summary`,
-    the realised data as a :class:`~imblab.data.summary.DataSummary`.
+    class :attr:`train_counts`, :attr:`val_counts`, :attr:`test_counts` and of the long-tailed
+    subset :attr:`subset_counts` (the shot groups' class sizes), :meth:`summary`, the realised
+    data as a :class:`~imblab.data.summary.DataSummary`, and :meth:`data_indices`, which
+    images each split used (``data_indices.json``).
 
     The Lightning hooks, in the order Lightning calls them:
 
     - ``prepare_data()``: once per node, on one process: download or check files (nothing here;
       a subclass that downloads overrides it). It must not set state the other processes need.
     - :meth:`setup`: on every process, before fit, validate or test; builds the splits once.
-      :meth:`load_raw` gives the training and test sources; then, with one generator seeded
-      with ``seed``, in this order: the profile's counts (:meth:`target_counts`) are drawn per
-      class from the training source, split stratified into train/val (``val_fraction``), and
-      with ``imbalance_test`` drawn from the test source too; binary mode relabels
-      (:meth:`relabel`); :meth:`pixel_stats` gives the normalisation statistics.
+      :meth:`load_raw` gives the training and test sources; the long-tailed subset is the
+      official rule of ``kaidic/LDAM-DRW`` (:func:`~imblab.data.imbalance.official_order`: one
+      ``np.random.RandomState(subset_seed)`` shuffles each class in class order, the first
+      :meth:`target_counts` of each are kept); validation comes from ``val_source``
+      (``remainder``: ``val_per_class`` images of each class from those the subset leaves
+      unused, :func:`~imblab.data.split.remainder_split`; ``split``: a stratified
+      ``val_fraction`` of the subset; ``none``: no validation); a torch generator seeded with
+      ``subset_seed`` makes every other data draw (:meth:`load_raw`'s, the ``split``, and with
+      ``imbalance_test`` the test subset); binary mode relabels (:meth:`relabel`);
+      :meth:`pixel_stats` gives the normalisation statistics. ``seed`` seeds only the
+      training sampler (and, through the run's seed, initialisation and augmentation).
+      ``subset_seed=None`` is the rule of runs written before ``subset_seed`` existed: one
+      torch generator seeded with ``seed`` draws everything, the subset by ``torch.randperm``,
+      with ``val_source=split`` only.
     - :meth:`train_dataloader`: batches ``(x, y)`` of uint8 images drawn by index from the
       training split resident on :meth:`device`, in the order of the ``sampler`` factory's
       sampler (else a seeded shuffle); under torch.distributed each rank draws its share.
@@ -80,8 +109,10 @@ class ImbalancedDataModule(pl.LightningDataModule):
 
     A subclass implements:
 
-    - ``__init__``: its own options (checked with :mod:`imblab.data.checks`), the shared ones
-      passed on to ``super().__init__``; ``in_channels``; where it has a binary mode,
+    - ``__init__(self, <own options>, **options)``: its own options (checked with
+      :mod:`imblab.data.checks`), the shared ones forwarded as ``super().__init__(**options)``;
+      where its defaults of shared options differ from the base's, :attr:`option_defaults`
+      (the base class merges them); ``in_channels``; where it has a binary mode,
       :attr:`positive_classes`; and, when its classes are known before loading,
       :meth:`set_classes` (so that bad options fail in the constructor).
     - :meth:`load_raw` (required): the class names and the uint8 images and int64 labels of
@@ -119,19 +150,82 @@ class ImbalancedDataModule(pl.LightningDataModule):
         minority_fraction: step: the fraction of classes that are minority classes.
         class_counts: explicit: the training-pool count of each class.
         imbalance_test: apply the profile to the test split too.
-        val_fraction: the fraction of each class of the pool that goes to validation.
+        val_fraction: ``split``: the fraction of each class of the subset that goes to
+            validation.
+        val_source: where validation comes from: ``remainder``, ``split`` or ``none`` (one of
+            :attr:`val_sources`).
+        val_per_class: ``remainder``: the validation images of each class.
+        n_max: the images of the largest class of the training pool (each class capped at it
+            before the profile; ``explicit`` counts are absolute and ignore it); None: all.
+        subset_seed: seeds every data draw of :meth:`setup`; None: the legacy rule (above).
         batch_size, eval_batch_size: training and validation/test batch per process.
-        seed: seeds every draw of :meth:`setup` and the training sampler.
+        seed: seeds the training sampler (the legacy rule: every draw).
         on_device: keep the uint8 splits on the Trainer's device and draw batches there.
         sampler: a factory of the training sampler (``sampler=NAME``); None: a seeded shuffle.
     """
 
     #: the ``profile`` values this dataset accepts
     profiles: ClassVar[tuple[str, ...]] = PROFILES
+    #: the ``val_source`` values this dataset accepts
+    val_sources: ClassVar[tuple[str, ...]] = VAL_SOURCES
+    #: this dataset's defaults of shared options, where they differ from the base class's:
+    #: the options given are merged over them before they are checked
+    option_defaults: ClassVar[Mapping[str, Any]] = {}
+    #: the dataset's own keys that choose its training source (e.g. ``data_dir``), named by
+    #: the error for a class without images
+    source_keys: ClassVar[tuple[str, ...]] = ()
     #: channels of the images (1 grey, 3 colour)
     in_channels: int
 
-    def __init__(
+    def __init__(self, **options: Any) -> None:
+        """The shared options (Args above), :attr:`option_defaults` under ``options``; a key
+        that is neither a shared option nor one of the subclass's own is a ConfigError that
+        names the nearest key or lists the dataset's keys."""
+        super().__init__()
+        self._reject_unknown(options)
+        self._set_options(**{**self.option_defaults, **options})
+
+        #: the raw classes that become label 1 in binary mode (set by a subclass with one)
+        self.positive_classes: list[int] | None = None
+        self.class_names: list[str] = []
+        self.source_used: str | None = None
+        self.train_counts: list[int] = []
+        self.val_counts: list[int] = []
+        self.test_counts: list[int] = []
+        #: the images per class of the long-tailed subset (what the profile kept, before
+        #: validation is taken): the class sizes of the shot groups
+        self.subset_counts: list[int] = []
+        #: per split, the position of each item (in split order) in its source's order
+        self.indices: dict[str, torch.Tensor] = {}
+        self.source_files: dict[str, list[str]] = {}
+        #: normalisation statistics of ``x / 255``: from :meth:`pixel_stats`, or given
+        self.mean: Stat | None = None
+        self.std: Stat | None = None
+        self._splits = ResidentSplits()
+        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _reject_unknown(self, options: Mapping[str, Any]) -> None:
+        shared = set(inspect.signature(self._set_options).parameters)
+        unknown = sorted(set(options) - shared)
+        if not unknown:
+            return
+        own = {
+            name
+            for name, p in inspect.signature(type(self).__init__).parameters.items()
+            if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        }
+        known = sorted(shared | own)
+        near = difflib.get_close_matches(unknown[0], known, n=1)
+        fix = f"did you mean data.{near[0]}?" if near else f"use one of {known}"
+        raise checks.bad(
+            unknown[0],
+            options[unknown[0]],
+            f"not an option of {type(self).__name__}"
+            + (f" (nor are {unknown[1:]})" if len(unknown) > 1 else ""),
+            fix,
+        )
+
+    def _set_options(
         self,
         *,
         profile: str = "exponential",
@@ -140,13 +234,18 @@ class ImbalancedDataModule(pl.LightningDataModule):
         class_counts: list[int] | None = None,
         imbalance_test: bool = False,
         val_fraction: float = 0.2,
+        val_source: str = "split",
+        val_per_class: int = 50,
+        n_max: int | None = None,
+        subset_seed: int | None = 0,
         batch_size: int = 256,
         eval_batch_size: int = 1024,
         seed: int = 0,
         on_device: bool = True,
         sampler: Callable[..., IndexSampler] | None = None,
     ) -> None:
-        super().__init__()
+        """Check the shared options (Args of the class; these are their base defaults) and
+        set them as attributes."""
         if sampler is not None and not callable(sampler):
             raise ConfigError(
                 f"sampler={sampler!r}: not a sampler factory; use sampler=NAME of conf/sampler "
@@ -175,24 +274,32 @@ class ImbalancedDataModule(pl.LightningDataModule):
         self.val_fraction = checks.real("val_fraction", val_fraction)
         if not 0 <= self.val_fraction < 1:
             raise checks.bad("val_fraction", val_fraction, "must be in [0, 1)", "e.g. 0.2")
+        if val_source not in self.val_sources:
+            raise checks.bad(
+                "val_source",
+                val_source,
+                f"not a validation source of {type(self).__name__}",
+                f"use one of {list(self.val_sources)}",
+            )
+        self.val_source = val_source
+        self.val_per_class = checks.integer("val_per_class", val_per_class, 1)
+        self.n_max = None if n_max is None else checks.integer("n_max", n_max, 1)
+        self.subset_seed = (
+            None if subset_seed is None else checks.integer("subset_seed", subset_seed, 0)
+        )
+        if self.subset_seed is None and val_source != "split":
+            raise checks.bad(
+                "subset_seed",
+                None,
+                f"the legacy draw (runs before subset_seed) knows val_source=split only, not "
+                f"{val_source}",
+                "set data.val_source=split or data.subset_seed to an integer (default 0)",
+            )
         self.batch_size = checks.integer("batch_size", batch_size, 1)
         self.eval_batch_size = checks.integer("eval_batch_size", eval_batch_size, 1)
         self.seed = checks.integer("seed", seed, 0)
         self.on_device = checks.boolean("on_device", on_device)
         self.sampler = sampler
-
-        #: the raw classes that become label 1 in binary mode (set by a subclass with one)
-        self.positive_classes: list[int] | None = None
-        self.class_names: list[str] = []
-        self.source_used: str | None = None
-        self.train_counts: list[int] = []
-        self.val_counts: list[int] = []
-        self.test_counts: list[int] = []
-        #: normalisation statistics of ``x / 255``: from :meth:`pixel_stats`, or given
-        self.mean: Stat | None = None
-        self.std: Stat | None = None
-        self._splits = ResidentSplits()
-        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def num_classes(self) -> int:
@@ -261,8 +368,11 @@ class ImbalancedDataModule(pl.LightningDataModule):
 
     def target_counts(self, available: Sequence[int], test: bool = False) -> list[int]:
         """How many items of each raw class the profile keeps of a pool with ``available``
-        per class; for the test pool (``test``) explicit counts are rescaled to its largest
-        class."""
+        per class, each class first capped at ``n_max`` (not for the test pool, not for
+        ``explicit`` counts); for the test pool (``test``) explicit counts are rescaled to its
+        largest class."""
+        if self.n_max is not None and not test and self.profile != "explicit":
+            available = [min(a, self.n_max) for a in available]
         if self.profile == "none":
             return list(available)
         if test and self.class_counts is not None:
@@ -276,6 +386,14 @@ class ImbalancedDataModule(pl.LightningDataModule):
             class_counts=self.class_counts,
             positive_classes=self.positive_classes,
         )
+
+    def source_options(self) -> dict[str, object]:
+        """The dataset's :attr:`source_keys` as ``{"data.<key>": value}``, for errors about its
+        training source."""
+        values = {key: getattr(self, key) for key in self.source_keys}
+        return {
+            f"data.{key}": str(v) if isinstance(v, os.PathLike) else v for key, v in values.items()
+        }
 
     def relabel(self, labels: torch.Tensor) -> torch.Tensor:
         """Raw labels as the model sees them: 1 for :attr:`positive_classes`, else 0, in
@@ -291,43 +409,92 @@ class ImbalancedDataModule(pl.LightningDataModule):
         )
 
     def setup(self, stage: str | None = None) -> None:
-        """Build train/val/test once (idempotent); deterministic given ``seed``."""
+        """Build train/val/test once (idempotent); deterministic given ``subset_seed`` (the
+        legacy rule: ``seed``)."""
         if self._splits:
             return
-        generator = torch.Generator().manual_seed(self.seed)
+        seed = self.seed if self.subset_seed is None else self.subset_seed
+        generator = torch.Generator().manual_seed(seed)
         raw = self.load_raw(generator)
         self.set_classes(raw.class_names)
         self.source_used = raw.source
         (x, y), (test_x, test_y) = raw.train, raw.test
         n = len(raw.class_names)
         available = torch.bincount(y, minlength=n).tolist()
-        pool = select_per_class(y, self.target_counts(available), generator)
-        pool_x, pool_y = x[pool], self.relabel(y[pool])
-        train, val = stratified_split(pool_y, self.num_classes, self.val_fraction, generator)
+        require_every_class(available, self.source_options())
+        counts = self.target_counts(available)
+        order: list[torch.Tensor] = []
+        if self.subset_seed is None:  # the legacy draw
+            subset = select_per_class(y, counts, generator)
+        else:
+            order = [torch.from_numpy(o) for o in official_order(y.numpy(), n, self.subset_seed)]
+            subset = torch.sort(torch.cat([o[:k] for o, k in zip(order, counts, strict=True)]))[0]
+        if self.val_source == "remainder":
+            parts = [
+                remainder_split(o, k, self.val_per_class, str(raw.class_names[c]))
+                for c, (o, k) in enumerate(zip(order, counts, strict=True))
+            ]
+            train = torch.sort(torch.cat([t for t, _ in parts]))[0]
+            val = torch.sort(torch.cat([v for _, v in parts]))[0]
+        elif self.val_source == "split":
+            at_train, at_val = stratified_split(
+                self.relabel(y[subset]),
+                self.num_classes,
+                self.val_fraction,
+                generator,
+                self.source_options(),
+            )
+            train, val = subset[at_train], subset[at_val]
+        else:
+            train, val = subset, subset[:0]
+        test_at = torch.arange(len(test_y))
         if self.imbalance_test:
             available = torch.bincount(test_y, minlength=n).tolist()
-            keep = select_per_class(test_y, self.target_counts(available, test=True), generator)
-            test_x, test_y = test_x[keep], test_y[keep]
-        self.mean, self.std = self.pixel_stats(pool_x[train])
+            test_at = select_per_class(test_y, self.target_counts(available, test=True), generator)
+        self.subset_counts = torch.bincount(
+            self.relabel(y[subset]), minlength=self.num_classes
+        ).tolist()
+        self.mean, self.std = self.pixel_stats(x[train])
         self._splits = ResidentSplits(
             {
-                "train": (pool_x[train], pool_y[train]),
-                "val": (pool_x[val], pool_y[val]),
-                "test": (test_x, self.relabel(test_y)),
+                "train": (x[train], self.relabel(y[train])),
+                "val": (x[val], self.relabel(y[val])),
+                "test": (test_x[test_at], self.relabel(test_y[test_at])),
             }
         )
+        train_index = raw.train_index if raw.train_index is not None else torch.arange(len(y))
+        test_index = raw.test_index if raw.test_index is not None else torch.arange(len(test_y))
+        self.indices = {
+            "train": train_index[train],
+            "val": train_index[val],
+            "test": test_index[test_at],
+        }
+        files = {split: list(names) for split, names in raw.files.items()}
+        self.source_files = {s: files.get("test" if s == "test" else "train", []) for s in SPLITS}
         self.set_counts({name: labels for name, (_, labels) in self._splits.items()})
         log.info(
-            "%s: train %s, val %s, test %s",
+            "%s: subset %s; train %s, val %s (%s), test %s",
             self.describe(),
+            self.subset_counts,
             self.train_counts,
             self.val_counts,
+            self.val_source,
             self.test_counts,
         )
 
+    def data_indices(self) -> dict[str, Any]:
+        """``data_indices.json``: per split the position of each item, in split order (eval
+        batches' ``ids`` index it), in its source's order, and ``files``, the source files
+        whose concatenation that order is (validation indexes the training source)."""
+        if not self.indices:
+            raise RuntimeError(f"{type(self).__name__}.data_indices() needs setup() first")
+        out: dict[str, Any] = {s: self.indices[s].tolist() for s in SPLITS}
+        out["files"] = {s: self.source_files.get(s, []) for s in SPLITS}
+        return out
+
     def summary(self) -> DataSummary:
-        """The realised data: source, classes, per-class counts of each split, profile and
-        :meth:`summary_details`."""
+        """The realised data: source, classes, per-class counts of each split and of the
+        long-tailed subset, profile, :meth:`protocol` and :meth:`summary_details`."""
         if not self.train_counts:
             raise RuntimeError(f"{type(self).__name__}.summary() needs setup() first")
         return DataSummary(
@@ -340,8 +507,19 @@ class ImbalancedDataModule(pl.LightningDataModule):
             },
             profile=self.profile,
             imbalance_ratio=self.imbalance_ratio,
-            details=self.summary_details(),
+            details={**self.protocol(), **self.summary_details()},
+            subset_counts=tuple(self.subset_counts),
         )
+
+    def protocol(self) -> dict[str, Any]:
+        """The options that chose the images, recorded in ``metrics.json``: ``subset_seed``,
+        ``n_max``, ``val_source`` and ``val_per_class``."""
+        return {
+            "subset_seed": self.subset_seed,
+            "n_max": self.n_max,
+            "val_source": self.val_source,
+            "val_per_class": self.val_per_class,
+        }
 
     # -- loaders and on-device transforms ---------------------------------------------------------
 
@@ -421,3 +599,30 @@ class ImbalancedDataModule(pl.LightningDataModule):
         x, *rest = batch
         training = self.trainer is not None and self.trainer.training
         return (self.transform(x, train=training), *rest)
+
+    def split_fingerprint(self, name: str) -> str:
+        """The sha256 (hex) of split ``name``'s content, in split order: its int64 labels and
+        its images, the resident uint8 tensors (dtype, shape, bytes), or for a split kept as
+        files (the image folder without a cache: ``files(name)`` and ``root``) each file's path
+        relative to ``root``, size and modification time. Two runs with the same fingerprint
+        evaluated the same images with the same labels under the same ids; ids and targets alone
+        cannot tell (a held-out test set drawn with the seed has the same ids and targets). It
+        is what ``metrics.json`` records as ``test_fingerprint``. Needs :meth:`setup`."""
+        import hashlib  # only here: one self-contained method
+
+        digest = hashlib.sha256(name.encode())
+        if name in self._splits:
+            tensors = list(self._splits[name])
+        else:
+            paths, labels = self.files(name)  # type: ignore[attr-defined]
+            root = str(self.root)  # type: ignore[attr-defined]
+            for path in paths:
+                stat = os.stat(path)
+                line = f"{os.path.relpath(path, root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n"
+                digest.update(line.encode("utf-8", "surrogateescape"))
+            tensors = [labels]
+        for tensor in tensors:
+            array = tensor.detach().cpu().contiguous().numpy()
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(array.tobytes())
+        return digest.hexdigest()

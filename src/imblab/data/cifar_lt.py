@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -19,21 +19,24 @@ class CIFARLTDataModule(ImbalancedDataModule):
     """Long-tailed CIFAR-10/100 as in Cao et al. 2019 (official code ``kaidic/LDAM-DRW``,
     ``imbalance_cifar.py``).
 
-    The training pool keeps ``n_c = int(n_max * (1/rho)^(c / (C - 1)))`` images of class c
+    The long-tailed subset keeps ``n_c = int(n_max * (1/rho)^(c / (C - 1)))`` images of class c
     (profile ``exponential``, ``rho = imbalance_ratio``, ``n_max`` the archive's images per
-    class: 5,000 / 500), a seeded random subset of each class; validation is a stratified
-    ``val_fraction`` of that pool, test the archive's balanced test batch. Training augments
-    on the device with the papers' 4-pixel zero padding + random 32 x 32 crop (a random shift
-    in [-4, 4]^2 filled with 0: the same images) and a horizontal flip; normalisation uses the
-    per-channel mean and std of the training split.
+    class: 5,000 / 500), the official images: ``np.random.RandomState(subset_seed)`` shuffles
+    each class in class order and the first ``n_c`` are kept, as ``gen_imbalanced_data`` after
+    ``np.random.seed(rand_number)`` (``--rand_number`` default 0 = ``subset_seed`` default 0);
+    ``step`` (with ``minority_fraction`` 0.5) and ``none`` are the official ``step`` and
+    balanced branches. Validation (``val_source``, default ``remainder``): ``val_per_class``
+    images of each class from those the subset leaves unused (the head class, kept whole, gives
+    ``val_per_class`` of its own), never from the test batch; ``split``: a stratified
+    ``val_fraction`` of the subset; ``none``: none, as the papers. Test is the archive's
+    balanced test batch. Training augments on the device with the papers' 4-pixel zero padding
+    + random 32 x 32 crop (a random shift in [-4, 4]^2 filled with 0: the same images) and a
+    horizontal flip; normalisation uses the per-channel mean and std of the training split.
 
-    Differences to the official code: the subset is drawn with torch's generator seeded with
-    ``seed`` (not NumPy's, so other images); a class whose target rounds to 0 keeps 1 image
-    (only on archives with fewer than ``rho`` images per class; on the real archives the counts
-    are the official ones); the papers train on the whole pool and select on the test set, here
-    ``val_fraction`` of the pool is held out for validation and not trained on;
-    the official normalisation constants are CIFAR-10's (0.4914, 0.4822, 0.4465) /
-    (0.2023, 0.1994, 0.2010), here the statistics of the training split.
+    Differences to the official code: a class whose target rounds to 0 keeps 1 image (only on
+    archives with fewer than ``rho`` images per class; on the real archives the counts are the
+    official ones); the official normalisation constants are CIFAR-10's (0.4914, 0.4822,
+    0.4465) / (0.2023, 0.1994, 0.2010), here the statistics of the training split.
 
     ``prepare_data`` downloads the archive into ``data_dir`` from ``mirrors`` (``{url, md5}``,
     tried in order, the md5 checked by torchvision) when a file is missing, and records the
@@ -47,6 +50,8 @@ class CIFARLTDataModule(ImbalancedDataModule):
     profiles = ("exponential", "step", "explicit", "none")
     in_channels = 3
     image_size = (32, 32)
+    source_keys = ("data_dir",)
+    option_defaults: ClassVar[Mapping[str, Any]] = {"val_source": "remainder"}
 
     def __init__(
         self,
@@ -102,8 +107,8 @@ class CIFARLTDataModule(ImbalancedDataModule):
         self._prepared = True
 
     def load_raw(self, generator: torch.Generator) -> RawData:
-        """The archive's training batches and its test batch, checked first with
-        ``verify_checksums``."""
+        """The archive's training batches (concatenated in order) and its test batch, checked
+        first with ``verify_checksums``."""
         if absent := cifar_sources.missing(self.data_dir, self.archive):
             folder = self.data_dir / self.archive.folder
             raise checks.bad(
@@ -118,7 +123,8 @@ class CIFARLTDataModule(ImbalancedDataModule):
         names = cifar_sources.class_names(self.data_dir, self.archive)
         train = cifar_sources.load_split(self.data_dir, self.archive, self.archive.train)
         test = cifar_sources.load_split(self.data_dir, self.archive, self.archive.test)
-        return RawData(self.dataset, names, train, test)
+        files = {"train": list(self.archive.train), "test": list(self.archive.test)}
+        return RawData(self.dataset, names, train, test, files)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """Zero padding by ``augment_pad`` + a random crop back to 32 x 32, then a random

@@ -5,7 +5,10 @@ batches into uint8 tensors.
 
 The batches are Python 2 pickles of dicts; they are loaded with ``encoding="latin1"``, and keys
 and label names that come back as ``bytes`` are decoded, so files with ``str`` or ``bytes``
-keys both read.
+keys both read. A pickle can name any callable to run while it loads, so the batches are read
+with :class:`BatchUnpickler`, which admits only the globals a batch holds (NumPy arrays) and
+refuses a crafted file before it runs anything; each batch is then checked
+(:func:`check_batch`) before it becomes tensors.
 """
 
 from __future__ import annotations
@@ -220,38 +223,178 @@ def _text(value: Any) -> Any:
     return value.decode("latin1") if isinstance(value, bytes) else value
 
 
+def _latin1(text: Any, encoding: Any = "latin1") -> bytes:
+    """``_codecs.encode`` as Python 3 pickles ``bytes`` at protocol 2: latin-1 only."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+_EMPTY = np.empty(0, dtype=np.uint8)
+_RECONSTRUCT = _EMPTY.__reduce__()[0]  # numpy's _reconstruct, whatever its module's name
+_FROMBUFFER = _EMPTY.__reduce_ex__(5)[0]  # numpy's _frombuffer (arrays at pickle protocol 5)
+
+#: the globals a CIFAR batch may name: NumPy arrays under both module names (the official
+#: 2009 batches ``numpy.core``, NumPy 2 ``numpy._core``), and ``bytes`` as Python 3 writes
+#: them at protocol 2; anything else (``os.system``, ``builtins.eval``, ...) is refused.
+ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy.core.numeric", "_frombuffer"): _FROMBUFFER,
+    ("numpy._core.numeric", "_frombuffer"): _FROMBUFFER,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1,
+}
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle names a global that a CIFAR batch never holds."""
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what a CIFAR batch holds: dicts, lists, str/bytes,
+    numbers and NumPy arrays (:data:`ALLOWED_GLOBALS`); any other global, and persistent ids,
+    are refused before anything is called, so a crafted file cannot run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise RefusedGlobal(f"{module}.{name}") from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise RefusedGlobal(f"persistent id {str(pid)[:40]!r}")
+
+
+def _bad(path: Path, problem: str) -> ConfigError:
+    """The one-line error of a batch file that is not what the format holds."""
+    return ConfigError(
+        f"data.data_dir: {path}: {problem}; delete {path.parent} to download the archive "
+        "again (or fix the file if it is your own data in CIFAR's format)"
+    )
+
+
 def unpickle(path: Path) -> dict[str, Any]:
-    """A batch file as a dict with ``str`` keys (``bytes`` keys decoded).
+    """A batch file as a dict with ``str`` keys (``bytes`` keys decoded), read with
+    :class:`BatchUnpickler` (the batches are Python 2 pickles: ``encoding="latin1"``).
 
     Raises:
-        ConfigError: the file is not a readable pickled dict (truncated, corrupt).
+        ConfigError: the file names a global a batch never holds (refused unread: it could
+            run code), or is not a readable pickled dict (truncated, corrupt).
     """
     try:
         with path.open("rb") as f:
-            raw = pickle.load(f, encoding="latin1")
-        return {_text(k): v for k, v in raw.items()}
+            raw = BatchUnpickler(f, encoding="latin1").load()
+    except RefusedGlobal as e:
+        raise _bad(
+            path,
+            f"refused: it names {e}, which a CIFAR batch never holds (unpickling it could "
+            "run code)",
+        ) from None
     except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError) as e:
         raise ConfigError(
             f"data.data_dir: {path} is not a readable CIFAR batch ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else 'no detail'}); delete {path.parent} to "
+            f"{' '.join(str(e).split())[:200] or 'no detail'}); delete {path.parent} to "
             "download the archive again"
         ) from None
+    except MemoryError:
+        raise _bad(
+            path, "not a readable CIFAR batch (it claims more memory than there is)"
+        ) from None
+    if not isinstance(raw, dict):
+        raise _bad(path, f"holds a {type(raw).__name__}, not the dict of a CIFAR batch")
+    return {_text(k): v for k, v in raw.items()}
+
+
+#: the bytes of one image: 3 channels of 32 x 32, a row of a batch's ``data``
+ROW = 3 * 32 * 32
+
+
+@dataclass(frozen=True)
+class Meta:
+    """The meta file: the class names, and the images each batch holds where it says
+    (CIFAR-10's ``num_cases_per_batch``; None for CIFAR-100, whose meta does not)."""
+
+    names: list[str]
+    per_batch: int | None
+
+
+def read_meta(root: Path, archive: Archive) -> Meta:
+    """The archive's meta file, checked: a non-empty list of names under ``names_key``, and
+    ``num_cases_per_batch`` an integer > 0 when present."""
+    path = root / archive.folder / archive.meta
+    meta = unpickle(path)
+    names = meta.get(archive.names_key)
+    if not isinstance(names, list | tuple) or not names:
+        raise _bad(path, f"has no list of class names under {archive.names_key!r}")
+    if not all(isinstance(n, str | bytes) for n in names):
+        raise _bad(path, f"{archive.names_key!r} holds values that are not text")
+    per_batch = meta.get("num_cases_per_batch")
+    if per_batch is not None and (not isinstance(per_batch, int) or per_batch <= 0):
+        raise _bad(path, f"num_cases_per_batch={per_batch!r} is not a count of images")
+    return Meta([str(_text(n)) for n in names], per_batch)
+
+
+def check_batch(
+    path: Path, batch: Mapping[str, Any], labels_key: str, meta: Meta
+) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's images (N, 3, 32, 32) uint8 and labels (N,) int64, checked: ``data`` a
+    (N, 3072) integer array of values in [0, 255], ``labels_key`` N integers in
+    [0, C) (C the meta's class names), and N the meta's ``num_cases_per_batch`` where it
+    gives one. Any other content is the one-line :class:`ConfigError` naming ``path``."""
+    data, labels = batch.get("data"), batch.get(labels_key)
+    if not isinstance(data, np.ndarray):
+        raise _bad(path, f"has no 'data' array (found {type(data).__name__})")
+    if data.dtype.kind not in "iu":
+        raise _bad(path, f"'data' has dtype {data.dtype}, not uint8 pixels")
+    if data.ndim != 2 or data.shape[1] != ROW:
+        raise _bad(
+            path,
+            f"'data' has shape {data.shape}, not (N, {ROW}) (rows of 3 x 32 x 32 bytes)",
+        )
+    if data.dtype != np.uint8 and data.size and (data.min() < 0 or data.max() > 255):
+        raise _bad(path, f"'data' ({data.dtype}) holds values outside [0, 255]")
+    if isinstance(labels, np.ndarray) and labels.ndim == 1 and labels.dtype.kind in "iu":
+        values = labels.tolist()
+    elif isinstance(labels, list | tuple) and all(type(v) is int for v in labels):
+        values = list(labels)
+    else:
+        raise _bad(path, f"has no list of integer labels under {labels_key!r}")
+    if len(values) != len(data):
+        raise _bad(path, f"{len(data)} images but {len(values)} labels")
+    classes = len(meta.names)
+    outside = [v for v in values if not 0 <= v < classes]
+    if outside:
+        raise _bad(
+            path,
+            f"{len(outside)} label(s) outside [0, {classes}) ({classes} class names in the "
+            f"meta file), e.g. {outside[0]}",
+        )
+    if meta.per_batch is not None and len(data) != meta.per_batch:
+        raise _bad(
+            path,
+            f"{len(data)} images, but the meta file says each batch holds {meta.per_batch}",
+        )
+    images = data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32)
+    return images, np.asarray(values, dtype=np.int64)
 
 
 def load_split(
     root: Path, archive: Archive, names: Sequence[str]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images (N, 3, 32, 32) and int64 labels of the batch files ``names``."""
+    """uint8 images (N, 3, 32, 32) and int64 labels of the batch files ``names``, every file
+    checked (:func:`check_batch`) against the meta file (:func:`read_meta`)."""
+    meta = read_meta(root, archive)
     images, labels = [], []
     for name in names:
-        batch = unpickle(root / archive.folder / name)
-        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(batch[archive.labels_key], dtype=np.int64))
+        path = root / archive.folder / name
+        batch_images, batch_labels = check_batch(path, unpickle(path), archive.labels_key, meta)
+        images.append(batch_images)
+        labels.append(batch_labels)
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
 
 def class_names(root: Path, archive: Archive) -> list[str]:
     """The class names of the meta file, label ``c`` at position ``c``."""
-    return [
-        str(_text(n)) for n in unpickle(root / archive.folder / archive.meta)[archive.names_key]
-    ]
+    return read_meta(root, archive).names

@@ -8,7 +8,7 @@ import logging
 import math
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -34,7 +34,7 @@ from imblab.data.split import assign_splits, keep_smallest
 from imblab.data.summary import SPLITS
 from imblab.data.tensors import Batch
 from imblab.data.transforms import random_hflip, random_resized_crop
-from imblab.samplers import IndexSampler, training_sampler
+from imblab.samplers import training_sampler
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,8 @@ class ImageFolderDataModule(ImbalancedDataModule):
     """Images from ``root/<class name>/...`` (any depth below the class folder), e.g. the output
     of ``imblab-scrape``; class names are the sorted folder names (class 0 first).
 
-    Its own :meth:`setup` (deterministic given ``seed`` and the files):
+    Its own :meth:`setup` (deterministic given ``subset_seed`` and the files; the legacy
+    ``subset_seed=None``: ``seed``):
 
     1. validate every file (:func:`~imblab.data.images.validate_folder`: full decode, verdicts
        cached per file); rejected files and exact duplicates (sha256; the first by sorted path
@@ -123,52 +124,40 @@ class ImageFolderDataModule(ImbalancedDataModule):
     """
 
     profiles: ClassVar[tuple[str, ...]] = ("none", *PROFILES)
+    #: its own hash split is the ``split`` source; there is no unused remainder to draw from
+    val_sources: ClassVar[tuple[str, ...]] = ("split",)
+
+    option_defaults: ClassVar[Mapping[str, Any]] = {
+        "val_fraction": 0.15,
+        "profile": "none",
+        "imbalance_ratio": 10.0,
+        "batch_size": 64,
+        "eval_batch_size": 256,
+    }
 
     def __init__(
         self,
         root: str | None = None,
         image_size: int = 64,
         grayscale: bool = False,
-        val_fraction: float = 0.15,
         test_fraction: float = 0.15,
-        profile: str = "none",
-        imbalance_ratio: float = 10.0,
-        minority_fraction: float = 0.5,
-        class_counts: list[int] | None = None,
         positive_class: str | None = None,
-        imbalance_test: bool = False,
         min_side: int = DEFAULT_MIN_SIDE,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         verdict_cache: bool = True,
         cache: CacheMode = "memory",
         cache_dir: str | None = None,
         num_workers: int = 0,
-        batch_size: int = 64,
-        eval_batch_size: int = 256,
-        seed: int = 0,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         augment_crop_scale: Sequence[float] = (0.35, 1.0),
         augment_crop_ratio: Sequence[float] = (0.75, 4 / 3),
         augment_hflip: bool = True,
-        on_device: bool = True,
         output_dir: str | None = None,
         follow_symlinks: bool = False,
-        sampler: Callable[..., IndexSampler] | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            profile=profile,
-            imbalance_ratio=imbalance_ratio,
-            minority_fraction=minority_fraction,
-            class_counts=class_counts,
-            imbalance_test=imbalance_test,
-            val_fraction=val_fraction,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            seed=seed,
-            on_device=on_device,
-            sampler=sampler,
-        )
+        super().__init__(**options)
         self.root = self._check_root(root)
         self.image_size = (checks.integer("image_size", image_size, 8),) * 2
         self.grayscale = checks.boolean("grayscale", grayscale)
@@ -180,12 +169,12 @@ class ImageFolderDataModule(ImbalancedDataModule):
             raise checks.bad(
                 "test_fraction",
                 test_fraction,
-                f"leaves no training data with val_fraction={val_fraction}",
+                f"leaves no training data with val_fraction={self.val_fraction}",
                 "make val_fraction + test_fraction < 1 (e.g. 0.15 each)",
             )
         if positive_class is not None and not isinstance(positive_class, str):
             positive_class = str(positive_class)
-        if profile == "binary" and positive_class is None:
+        if self.profile == "binary" and positive_class is None:
             raise checks.bad(
                 "positive_class",
                 None,
@@ -274,6 +263,9 @@ class ImageFolderDataModule(ImbalancedDataModule):
         self._report_rejected()
         self.source_used = "image_folder"
         self.set_counts({s: self._files[s][1] for s in SPLITS})
+        self.subset_counts = [
+            t + v for t, v in zip(self.train_counts, self.val_counts, strict=True)
+        ]
         if min(self.train_counts) == 0:
             empty = self.class_names[self.train_counts.index(0)]
             raise checks.bad(
@@ -331,7 +323,7 @@ class ImageFolderDataModule(ImbalancedDataModule):
         per_split: dict[str, Files] = {s: [[] for _ in files] for s in SPLITS}
         for c, members in enumerate(files):
             assigned = assign_splits(
-                [sha for _, sha in members], self.val_fraction, self.test_fraction, self.seed
+                [sha for _, sha in members], self.val_fraction, self.test_fraction, self.draw_seed
             )
             for item, split in zip(members, assigned, strict=True):
                 per_split[split][c].append(item)
@@ -377,6 +369,11 @@ class ImageFolderDataModule(ImbalancedDataModule):
                     "data.val_fraction=0 / data.test_fraction=0",
                 )
 
+    @property
+    def draw_seed(self) -> int:
+        """The seed of the hash split and the subsample: ``subset_seed`` (legacy: ``seed``)."""
+        return self.seed if self.subset_seed is None else self.subset_seed
+
     def _keep(self, pool: Files, test: bool = False) -> list[set[str]]:
         """The sha256s the imbalance profile keeps of each class of ``pool``: its
         :meth:`target_counts` with the smallest seeded hash."""
@@ -384,7 +381,7 @@ class ImageFolderDataModule(ImbalancedDataModule):
         kept = []
         for members, k in zip(pool, counts, strict=True):
             shas = [sha for _, sha in members]
-            kept.append({shas[i] for i in keep_smallest(shas, k, self.seed)})
+            kept.append({shas[i] for i in keep_smallest(shas, k, self.draw_seed)})
         return kept
 
     def _decode_all(self) -> None:
@@ -443,6 +440,18 @@ class ImageFolderDataModule(ImbalancedDataModule):
         path = self._rejected_csv()
         path.parent.mkdir(parents=True, exist_ok=True)
         write_rejected_csv(path, self.rejected)
+
+    def data_indices(self) -> dict[str, Any]:
+        """``data_indices.json``: per split the files (relative to ``root``, ``/``-separated,
+        non-UTF-8 bytes escaped), in split order (eval batches' ``ids`` index it)."""
+        if not self._files:
+            raise RuntimeError("ImageFolderDataModule.data_indices() needs setup() first")
+        out: dict[str, Any] = {
+            s: [printable(Path(p).relative_to(self.root).as_posix()) for p in self._files[s][0]]
+            for s in SPLITS
+        }
+        out["files"] = {s: [printable(str(self.root))] for s in SPLITS}
+        return out
 
     def summary_details(self) -> dict[str, Any]:
         return {

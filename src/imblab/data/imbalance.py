@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 import torch
 
 from imblab.errors import ConfigError
@@ -164,6 +165,22 @@ def select_per_class(
             raise ValueError(f"class {c}: {k} requested, {len(members)} available")
         chosen.append(members[torch.randperm(len(members), generator=generator)[:k]])
     return torch.sort(torch.cat(chosen)).values
+
+
+def official_order(labels: np.ndarray, num_classes: int, subset_seed: int) -> list[np.ndarray]:
+    """The positions of each class's items in ``labels``, shuffled as the official long-tail
+    code draws its subset (``kaidic/LDAM-DRW``, ``imbalance_cifar.py``,
+    ``IMBALANCECIFAR10.gen_imbalanced_data`` after ``np.random.seed(rand_number)``): one
+    ``np.random.RandomState(subset_seed)`` (the same MT19937 stream as the global seed) shuffles
+    ``np.where(labels == c)[0]`` for c = 0, 1, ... in turn, every class, even one kept whole.
+    The subset of class c is the first ``n_c`` of its order."""
+    state = np.random.RandomState(subset_seed)
+    out = []
+    for c in range(num_classes):
+        idx = np.where(np.asarray(labels, dtype=np.int64) == c)[0]
+        state.shuffle(idx)
+        out.append(idx)
+    return out
 
 
 def relabel_binary(labels: torch.Tensor, positive_classes: Sequence[int]) -> torch.Tensor:

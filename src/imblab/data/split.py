@@ -1,16 +1,20 @@
-"""Train/val/test splits: the seeded stratified train/val split of in-memory labels, and the hash
-split of keyed items (files) that keeps each item's split when items are added."""
+"""Train/val/test splits: the validation sources of in-memory labels (the balanced ``remainder``
+of the long-tailed subset, the seeded stratified ``split``), and the hash split of keyed items
+(files) that keeps each item's split when items are added."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
 from imblab.data.imbalance import round_half_up
 from imblab.data.summary import SPLITS
-from imblab.errors import ConfigError
+from imblab.errors import ConfigError, config_error
+
+#: where validation comes from (``data.val_source``)
+VAL_SOURCES: tuple[str, ...] = ("remainder", "split", "none")
 
 
 def val_count(n: int, val_fraction: float) -> int:
@@ -19,27 +23,68 @@ def val_count(n: int, val_fraction: float) -> int:
     return max(0, min(round_half_up(val_fraction * n), n - 1))
 
 
+def require_every_class(counts: Sequence[int], source: Mapping[str, object]) -> None:
+    """Raise the one-line ConfigError when a class has 0 items (``counts`` per class) in the
+    training source: ``source`` maps the dataset's own keys that choose that source (e.g.
+    ``{"data.data_dir": ...}``; the caller's, so the fix names them) to their values."""
+    empty = [c for c, n in enumerate(counts) if n == 0]
+    if not empty:
+        return
+    keys = " / ".join(source) or "the dataset's source"
+    what = f"class {empty[0]} has no image in the training source, so none to train on"
+    if len(empty) > 1:
+        what = f"classes {empty} have no image in the training source, so none to train on"
+    fix = f"point {keys} to a source with images of every class"
+    if not source:
+        raise ConfigError(f"data: {what}; add images of every class to the training source")
+    key, value = next(iter(source.items()))
+    raise config_error(key, value, what, fix)
+
+
 def stratified_split(
-    labels: torch.Tensor, num_classes: int, val_fraction: float, generator: torch.Generator
+    labels: torch.Tensor,
+    num_classes: int,
+    val_fraction: float,
+    generator: torch.Generator,
+    source: Mapping[str, object],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sorted (train, val) positions into ``labels``; class c sends ``val_count(n_c)`` to val.
 
-    Raises ConfigError when a class has no item, i.e. would have 0 training samples.
+    Raises the ConfigError of :func:`require_every_class` (naming the keys of ``source``) when
+    a class has no item, i.e. would have 0 training samples.
     """
+    members_of = [torch.nonzero(labels == c).flatten() for c in range(num_classes)]
+    require_every_class([len(m) for m in members_of], source)
     train, val = [], []
-    for c in range(num_classes):
-        members = torch.nonzero(labels == c).flatten()
-        if len(members) == 0:
-            raise ConfigError(
-                f"data.val_fraction={val_fraction}: class {c} is left with 0 training samples "
-                "(none in the imbalanced pool); use a smaller data.imbalance_ratio or more data "
-                "(data.source=full)"
-            )
+    for members in members_of:
         members = members[torch.randperm(len(members), generator=generator)]
         k = val_count(len(members), val_fraction)
         val.append(members[:k])
         train.append(members[k:])
     return torch.sort(torch.cat(train)).values, torch.sort(torch.cat(val)).values
+
+
+def remainder_split(
+    order: torch.Tensor, kept: int, k: int, name: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) of one class whose items, shuffled, are ``order`` (N of them), of which the
+    long-tailed subset keeps the first ``kept``: with ``u = N - kept`` left unused, validation
+    is ``order[kept : kept + k]`` when ``u >= k``, else ``order[kept - (k - u) :]`` and
+    training ``order[: kept - (k - u)]`` (the class gives ``k - u`` of its own). No random draw.
+
+    Raises the one-line ConfigError (naming class ``name``) when that leaves no training item.
+    """
+    n = len(order)
+    short = max(0, k - (n - kept))
+    if kept - short < 1:
+        raise config_error(
+            "data.val_per_class",
+            k,
+            f"class {name!r} has {n} images in the training source ({kept} in the subset), "
+            f"{k} for validation leave none to train on",
+            f"use data.val_per_class <= {n - 1}, or data.val_source=split",
+        )
+    return order[: kept - short], order[kept - short : kept - short + k]
 
 
 def unit_hash(seed: int, salt: str, key: str) -> float:

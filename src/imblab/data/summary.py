@@ -28,6 +28,9 @@ class DataSummary(Mapping[str, Any]):
         imbalance_ratio: the profile's configured ratio (see :attr:`realised_ratio`).
         details: dataset-specific facts (test source, pixel statistics, folder, cache, ...),
             JSON-ready scalars.
+        subset_counts: per class, the images of the long-tailed subset the profile kept
+            (before validation was taken from it): the class sizes of the shot groups; empty
+            when unknown (runs written before it was recorded).
 
     As a read-only mapping it is :meth:`hparams`, the flat scalars (``summary["train_size"]``).
     """
@@ -38,10 +41,15 @@ class DataSummary(Mapping[str, Any]):
     profile: str = "none"
     imbalance_ratio: float = 1.0
     details: Mapping[str, Any] = field(default_factory=dict)
+    subset_counts: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if len(set(self.class_names)) != len(self.class_names):
             raise ValueError(f"class names are not unique: {list(self.class_names)}")
+        if self.subset_counts and len(self.subset_counts) != len(self.class_names):
+            raise ValueError(
+                f"subset: {len(self.subset_counts)} counts for {len(self.class_names)} classes"
+            )
         for split, counts in self.counts.items():
             if len(counts) != len(self.class_names):
                 raise ValueError(
@@ -57,6 +65,12 @@ class DataSummary(Mapping[str, Any]):
         return self.counts.get("train", ())
 
     @property
+    def group_counts(self) -> tuple[int, ...]:
+        """The class sizes of the shot groups: :attr:`subset_counts`, else (older runs) the
+        training counts."""
+        return self.subset_counts or self.train_counts
+
+    @property
     def realised_ratio(self) -> float:
         """Largest / smallest training class count (inf when a class has none)."""
         counts = self.train_counts
@@ -67,7 +81,8 @@ class DataSummary(Mapping[str, Any]):
     def record(self) -> dict[str, Any]:
         """The JSON record of ``metrics.json``'s ``data`` key: the flat keys (``source_used``,
         ``class_names`` and ``<split>_counts`` as comma-joined text, ``<split>_size``,
-        ``realised_ratio``, the details), then ``classes`` and ``class_counts`` as lists."""
+        ``subset_size`` and ``subset_counts`` when known, ``realised_ratio``, the details), then
+        ``classes`` and ``class_counts`` as lists."""
         out: dict[str, Any] = {
             "source_used": self.source,
             "profile": self.profile,
@@ -78,16 +93,25 @@ class DataSummary(Mapping[str, Any]):
         out.update(self.details)
         for split, counts in self.counts.items():
             out[f"{split}_size"] = sum(counts)
+        if self.subset_counts:
+            out["subset_size"] = sum(self.subset_counts)
         for split, counts in self.counts.items():
             out[f"{split}_counts"] = ",".join(map(str, counts))
+        if self.subset_counts:
+            out["subset_counts"] = ",".join(map(str, self.subset_counts))
         out["realised_ratio"] = self.realised_ratio
         out["classes"] = list(self.class_names)
         out["class_counts"] = {split: list(counts) for split, counts in self.counts.items()}
         return out
 
     def hparams(self) -> dict[str, Any]:
-        """Flat scalars for TensorBoard's HParams view (the record without its lists)."""
-        return {k: v for k, v in self.record().items() if k not in ("classes", "class_counts")}
+        """Flat scalars for TensorBoard's HParams view (the record without its lists; a null
+        such as ``n_max: null`` as the text ``null``)."""
+        return {
+            k: "null" if v is None else v
+            for k, v in self.record().items()
+            if k not in ("classes", "class_counts")
+        }
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> DataSummary:
@@ -105,7 +129,8 @@ class DataSummary(Mapping[str, Any]):
             }
         known = {"source_used", "profile", "imbalance_ratio", "num_classes", "class_names"}
         known |= {"realised_ratio", "classes", "class_counts"}
-        known |= {f"{s}_{k}" for s in SPLITS for k in ("size", "counts")}
+        known |= {f"{s}_{k}" for s in (*SPLITS, "subset") for k in ("size", "counts")}
+        subset = str(record.get("subset_counts") or "")
         return cls(
             source=str(record.get("source_used", "unknown")),
             class_names=tuple(str(n) for n in names),
@@ -113,6 +138,7 @@ class DataSummary(Mapping[str, Any]):
             profile=str(record.get("profile", "none")),
             imbalance_ratio=float(record.get("imbalance_ratio", 1.0)),
             details={k: v for k, v in record.items() if k not in known},
+            subset_counts=tuple(int(n) for n in subset.split(",") if n.strip()),
         )
 
     def minority_classes(self, k: int) -> list[str]:

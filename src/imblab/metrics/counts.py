@@ -44,7 +44,7 @@ __all__ = [
     "CountState",
     "Counts",
     "grid_bins",
-    "threshold_grid",
+    "score_grid",
 ]
 
 LOGIT_RANGE = (-20.0, 13.0)
@@ -77,7 +77,7 @@ def _check_binary_threshold(binary_threshold: float) -> None:
         )
 
 
-def threshold_grid(num_thresholds: int, binary_threshold: float = 0.5) -> Tensor:
+def score_grid(num_thresholds: int, binary_threshold: float = 0.5) -> Tensor:
     """The (T,) float64 threshold grid: strictly increasing, ``t_0 = 0``, uniform in logit space.
 
     ``t_1 .. t_{T-1} = sigmoid(linspace(a, b, T - 1))`` with ``(a, b) = LOGIT_RANGE``: the
@@ -254,7 +254,7 @@ class CountState(Metric):
             "first_bad_batch", torch.tensor(_NO_BAD_BATCH, dtype=torch.int64), dist_reduce_fx="min"
         )
         if thresholds is not None:
-            grid = threshold_grid(thresholds, binary_threshold)
+            grid = score_grid(thresholds, binary_threshold)
             self.register_buffer("thresholds", grid, persistent=False)
             self.register_buffer("_upper32", _upper_bounds(grid, torch.float32), persistent=False)
             self.register_buffer("_upper64", _upper_bounds(grid, torch.float64), persistent=False)
@@ -305,7 +305,7 @@ class CountState(Metric):
         self._flush()
         this = super()._apply(fn, exclude_state)
         if self.binned:
-            grid = threshold_grid(self.hist.shape[1], self.binary_threshold)
+            grid = score_grid(self.hist.shape[1], self.binary_threshold)
             this.thresholds = grid.to(self.confmat.device)
             this._upper32 = _upper_bounds(grid, torch.float32).to(self.confmat.device)
             this._upper64 = _upper_bounds(grid, torch.float64).to(self.confmat.device)

@@ -12,6 +12,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from imblab.errors import ConfigError, config_error
+from imblab.eval_states import STAGES, EvalStates, unpadded_share
 from imblab.metrics.bootstrap import BootstrapCounts
 from imblab.metrics.counts import CountState
 
@@ -19,12 +20,6 @@ log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
-
-EVAL_STAGES = ("val", "test")
-COUNTS = "counts"
-"""Name of the count state among a stage's evaluation states."""
-BOOTSTRAP = "bootstrap"
-"""Name of the bootstrap state (``bootstrap=B``)."""
 
 EvalOutput = dict[str, torch.Tensor | None]
 """What ``validation_step`` / ``test_step`` return: ``preds``, ``target``, ``ids`` (the shape of
@@ -55,22 +50,33 @@ class MeanLoss(Metric):
         return (self.total / self.count).float()
 
 
-def _tolerate_eval_states(
-    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
-) -> None:
-    """Load-state-dict pre-hook: make the checkpoint's plugin states (``eval_states.*``) match
-    the module's, so a checkpoint loads whichever metric plugins either side has attached (a
-    run resumed or evaluated with another metric set; ``imblab-eval`` builds the model before
-    the plugins register their states). Matching states are restored; others are dropped or
-    kept at their current (reset) value."""
-    key = f"{prefix}eval_states."
-    own = {k: v for k, v in module.state_dict(prefix=prefix).items() if k.startswith(key)}
-    for k in [k for k in state_dict if k.startswith(key)]:
-        saved = state_dict[k]
-        if k not in own or getattr(saved, "shape", None) != getattr(own[k], "shape", None):
-            del state_dict[k]
-    for k, v in own.items():
-        state_dict.setdefault(k, v)
+NO_STEP = 2**62  # Classifier.first_nonfinite_step before any non-finite step
+
+
+class TrainingDiverged(ConfigError):
+    """Training diverged: a step's loss or outputs were NaN or infinite. One line: the epoch,
+    the first non-finite (global) step, the learning rate then (``lr``) and the configured one
+    (``base_lr``), what to try; ``checkpoint`` (the last one written before: "" none, None not
+    known) is named in it too."""
+
+    def __init__(
+        self, epoch: int, step: int, lr: float, base_lr: float, checkpoint: str | None = None
+    ) -> None:
+        self.epoch, self.step, self.lr, self.base_lr = epoch, step, lr, base_lr
+        self.checkpoint = checkpoint
+        kept = (
+            f"; the last good checkpoint is kept: {checkpoint}"
+            if checkpoint
+            else "; no checkpoint was written before"
+            if checkpoint == ""
+            else ""
+        )
+        super().__init__(
+            f"training diverged at epoch {epoch}, step {step}: NaN or infinite loss or outputs "
+            f"(learning rate {lr:.3g} then, model.optimizer.lr={base_lr:.3g}); lower "
+            f"model.optimizer.lr (e.g. to {base_lr / 10:.3g}) or clip gradients "
+            f"(trainer.gradient_clip_val=1.0){kept}"
+        )
 
 
 class Classifier(LightningModule):
@@ -79,10 +85,13 @@ class Classifier(LightningModule):
     Implements :class:`imblab.callbacks.contract.EvaluatedModel`, what imblab's callbacks read
     (structurally: models do not import callbacks):
 
-    Every streaming evaluation state lives in ``self.eval_states[stage][name]``, is reset at
-    the start of each validation/test epoch and updated once per batch in ``validation_step`` /
-    ``test_step`` with the same ``(preds, target, ids)``, moves with the model and is summed
-    across processes by torchmetrics. Three kinds are registered the same way:
+    Every streaming evaluation state lives in ``self.eval_states[stage][name]``
+    (:class:`~imblab.eval_states.EvalStates`, the mechanism ``imblab.callbacks.PerClassMetrics``
+    uses for any module), is reset at the start of each validation/test epoch and updated once
+    per batch in ``validation_step`` / ``test_step`` with the same ``(preds, target, ids)``,
+    moves with the model and is summed across processes by torchmetrics (the padding of
+    Lightning's ``DistributedSampler`` left out, :func:`~imblab.eval_states.unpadded_share`; the
+    loss too). Three kinds are registered the same way:
 
     * ``count_state(stage)``: the :class:`~imblab.metrics.counts.CountState` (name ``counts``)
       every metric callback reads at the end of the epoch; the validation one bins the scores
@@ -103,7 +112,12 @@ class Classifier(LightningModule):
     :class:`~imblab.callbacks.contract.EvalStepOutput` (``preds``: the logits or probabilities
     as the count state takes them, ``target``, ``ids``), which a prediction recorder collects
     when one is attached; the model keeps no predictions itself.
+
+    A training step with a NaN or infinite loss or output marks ``first_nonfinite_step`` on
+    the device; the epoch's end raises :class:`TrainingDiverged` (:meth:`check_finite`).
     """
+
+    first_nonfinite_step: torch.Tensor
 
     def __init__(
         self,
@@ -117,6 +131,7 @@ class Classifier(LightningModule):
         counts: Mapping[str, Any] | None = None,
         channels_last: bool | Literal["auto"] = "auto",
         compile: bool = False,
+        cuda_graph: bool = False,
         bootstrap: int = 0,
         bootstrap_seed: int = 0,
     ) -> None:
@@ -153,44 +168,28 @@ class Classifier(LightningModule):
         self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._compile_checked = False
         self._compile_failed = False
-        self.eval_loss = nn.ModuleDict({s: MeanLoss() for s in EVAL_STAGES})
+        self.cuda_graph = cuda_graph
+        self._graphs: dict[tuple[object, ...], Callable[[torch.Tensor], torch.Tensor]] = {}
+        self._graph_failed = False
+        self.eval_loss = nn.ModuleDict({s: MeanLoss() for s in STAGES})
         self.train_means = nn.ModuleDict({"loss": MeanLoss(), "accuracy": MeanLoss()})
+        # the first training step whose loss or outputs were not finite (NO_STEP: none), kept
+        # on the device and read once per epoch (check_finite): no host sync per step; no
+        # buffer, so neither saved nor overwritten by DDP's broadcast of rank 0's buffers
+        self.first_nonfinite_step = torch.tensor(NO_STEP)
         self.ignore_index = ignore_index
         # every streaming evaluation state, eval_states[stage][name], updated with the same
         # (preds, target, ids) each batch: the count state, the bootstrap (opt-in) and the
         # metric plugins' states (imblab.callbacks.stateful), registered the same way
-        self.eval_states = nn.ModuleDict({s: nn.ModuleDict() for s in EVAL_STAGES})
-        thresholds = count_kwargs.pop("thresholds", 200)
-        test_thresholds = count_kwargs.pop("test_thresholds", None)
-        stage_thresholds = {"val": thresholds, "test": test_thresholds}
-        # the count states are reset every epoch and at C = 8,142 weigh ~250 MiB a stage: not
-        # saved in checkpoints
-        self._add_state(
-            COUNTS,
-            lambda stage: CountState(
-                num_classes, stage=stage, thresholds=stage_thresholds[stage], **count_kwargs
-            ),
-            persistent=False,
+        self.eval_states = EvalStates(
+            num_classes, count_kwargs, bootstrap=bootstrap, bootstrap_seed=bootstrap_seed
         )
-        if bootstrap:  # opt-in: B Poisson-bootstrap confusion matrices (batches carry ids)
-            self._add_state(
-                BOOTSTRAP,
-                lambda stage: BootstrapCounts(
-                    num_classes,
-                    bootstrap,
-                    seed=bootstrap_seed,
-                    input=count_kwargs.get("input", "logits"),
-                    ignore_index=ignore_index,
-                ),
-                persistent=True,
-            )
-        self.register_load_state_dict_pre_hook(_tolerate_eval_states)
 
     def configure_model(self) -> None:
         """Resolve ``channels_last="auto"`` for the device the model runs on (on for CUDA, where
         cuDNN's NHWC kernels are faster; off elsewhere) and convert the backbone; with
         ``compile``: compile the backbone's forward (parameter names unchanged, so checkpoints
-        load with or without it)."""
+        load with or without it); drop the CUDA graphs of an earlier fit (``cuda_graph``)."""
         if self.channels_last_option == "auto":
             trainer = self._trainer
             device = (
@@ -204,10 +203,13 @@ class Classifier(LightningModule):
         if self.compile_backbone and self._compiled is None and not self._compile_failed:
             self._compiled = torch.compile(self.backbone.forward)
             self._compile_checked = False
+        self._graphs.clear()  # captured for parameters that a device move may have replaced
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if self.cuda_graph and self.training and torch.is_grad_enabled():
+            return self._graphed_backbone(x)
         if self._compiled is None:
             return self.backbone(x)
         if self._compile_checked:
@@ -229,12 +231,64 @@ class Classifier(LightningModule):
         self._compile_checked = True
         return out
 
+    # -- CUDA graphs of the training step (model.cuda_graph) ------------------------------------
+
+    def _graphed_backbone(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's training forward, replayed from a CUDA graph of its forward and
+        backward: one graph per input signature (:func:`graph_key`), captured on the first
+        batch that has it (:func:`capture_backbone`), at most :data:`MAX_GRAPHS` (the full
+        batch and the epoch's last, partial one). A batch of any further signature runs
+        eagerly; so does every batch once a capture failed or could not be attempted
+        (:meth:`_graph_obstacle`), after one warning."""
+        if self._graph_failed:
+            return self.backbone(x)
+        key = graph_key(x, self.backbone)
+        graphed = self._graphs.get(key)
+        if graphed is None:
+            if len(self._graphs) >= MAX_GRAPHS:
+                return self.backbone(x)
+            reason = self._graph_obstacle(x)
+            if reason is None:
+                try:
+                    graphed = capture_backbone(self.backbone, x)
+                except Exception as err:  # capture raises many types
+                    first = str(err).splitlines()[0] if str(err) else ""
+                    reason = f"CUDA graph capture failed ({type(err).__name__}: {first})"
+            if graphed is None:
+                log.warning(
+                    "model.cuda_graph=true: %s; training eagerly instead (set "
+                    "model.cuda_graph=false to skip the attempt)",
+                    reason,
+                )
+                self._graph_failed = True
+                self._graphs.clear()
+                return self.backbone(x)
+            self._graphs[key] = graphed
+        return graphed(x)
+
+    def _graph_obstacle(self, x: torch.Tensor) -> str | None:
+        """Why the step of ``x`` is not captured, or None: CUDA only; one process (DDP is not
+        supported); no gradient accumulation (a replay overwrites the gradient buffers that the
+        accumulated ``.grad`` may share)."""
+        if x.device.type != "cuda":
+            return f"the model trains on {x.device.type}, and CUDA graphs need a CUDA GPU"
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            return f"not supported with {trainer.world_size} processes (DDP)"
+        if trainer is not None and trainer.accumulate_grad_batches > 1:
+            return (
+                f"not supported with trainer.accumulate_grad_batches="
+                f"{trainer.accumulate_grad_batches}"
+            )
+        return None
+
     def on_train_epoch_start(self) -> None:
         set_epoch = getattr(self.loss, "set_epoch", None)  # deferred re-weighting (LDAM-DRW)
         if callable(set_epoch):
             set_epoch(self.current_epoch)
         for name in ("loss", "accuracy"):
             self._train_mean(name).reset()
+        self.first_nonfinite_step = self.first_nonfinite_step.to(self.device)
 
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
@@ -248,6 +302,9 @@ class Classifier(LightningModule):
         loss = self.loss(logits, y)
         n = y.shape[0]
         detached = loss.detach()
+        finite = torch.isfinite(detached).all() & torch.isfinite(logits.detach()).all()
+        first = self.first_nonfinite_step
+        first.copy_(torch.where(finite, first, first.clamp(max=self.global_step)))
         self._train_mean("loss").update(detached, n)
         self._train_mean("accuracy").update((logits.argmax(dim=1) == y).float().mean(), n)
         every = self.trainer.log_every_n_steps  # type: ignore[attr-defined]  # set by Lightning
@@ -256,29 +313,28 @@ class Classifier(LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
+        self.check_finite()
         self.log("train/loss_epoch", self._train_mean("loss").compute())
         self.log("train/accuracy", self._train_mean("accuracy").compute())
 
     def _eval_step(self, stage: str, batch: Sequence[torch.Tensor]) -> EvalOutput:
         """Update the stage's loss mean and every evaluation state with one batch; return its
-        ``{"preds", "target", "ids"}`` (an ``EvalStepOutput``).
+        ``{"preds", "target", "ids"}`` (an ``EvalStepOutput``) of the rows counted (the padding
+        of Lightning's ``DistributedSampler`` left out).
 
         ``batch`` is ``(x, y)`` or ``(x, y, ids)``, ids the samples' indices in the split (needed
         by the bootstrap and by a prediction recorder; ``None`` in the output without them)."""
         x, y = batch[0], batch[1]
         ids = batch[2] if len(batch) > 2 else None
         logits = self(x)
-        n = y.shape[0] if self.ignore_index is None else (y != self.ignore_index).sum()
-        self._eval_loss(stage).update(self.loss(logits, y), n)
-        states = self._eval_states(stage)
-        if ids is None and BOOTSTRAP in states:
-            raise ValueError(
-                f"{stage} batches are (x, y) without sample ids, which the bootstrap needs; "
-                "use a datamodule whose eval loaders yield (x, y, ids) (as data=mnist and "
-                "data=image_folder do)"
-            )
-        for state in states.values():
-            cast(Metric, state).update(logits, y, ids)
+        keep = self.eval_states.take(stage, int(y.shape[0]))
+        if keep < y.shape[0]:  # the padding of Lightning's DistributedSampler
+            logits, y = logits[:keep], y[:keep]
+            ids = None if ids is None else ids[:keep]
+        if keep:
+            n = y.shape[0] if self.ignore_index is None else (y != self.ignore_index).sum()
+            self._eval_loss(stage).update(self.loss(logits, y), n)
+        self.eval_states.update(stage, logits, y, ids)
         return {"preds": logits, "target": y, "ids": ids}
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> EvalOutput:
@@ -289,43 +345,33 @@ class Classifier(LightningModule):
 
     def count_state(self, stage: str) -> CountState:
         """The count state of ``stage`` ("val" or "test")."""
-        return cast(CountState, self.eval_state(stage, COUNTS))
+        return self.eval_states.count_state(stage)
 
     def bootstrap_state(self, stage: str) -> BootstrapCounts | None:
         """The bootstrap confusion matrices of ``stage``; None without ``bootstrap=B``."""
-        states = self._eval_states(stage)
-        return cast(BootstrapCounts, states[BOOTSTRAP]) if BOOTSTRAP in states else None
+        return self.eval_states.bootstrap_state(stage)
 
     def add_eval_state(self, name: str, factory: Callable[[], Metric]) -> None:
-        """Register a metric plugin's streaming state ``name``: ``factory()`` is called once per
-        stage, the state is made persistent (saved in checkpoints) and moved to the model's
-        device. Idempotent: a name already registered is kept as it is (``setup`` runs again
-        for ``trainer.test`` after ``trainer.fit``). ``counts`` and ``bootstrap`` are the
-        model's own states (registered the same way at construction)."""
-        if name in (COUNTS, BOOTSTRAP):
-            raise ValueError(
-                f"eval state name {name!r} is the model's own state; give the plugin another name"
-            )
-        self._add_state(name, lambda stage: factory(), persistent=True)
-
-    def _add_state(self, name: str, factory: Callable[[str], Metric], *, persistent: bool) -> None:
-        if not name.isidentifier():
-            raise ValueError(f"eval state name {name!r}: use a Python identifier")
-        device = self._eval_loss("val").total.device
-        for stage in EVAL_STAGES:
-            states = self._eval_states(stage)
-            if name in states:
-                continue
-            state = factory(stage)
-            state.persistent(persistent)
-            states[name] = state.to(device)
+        """Register a metric plugin's streaming state ``name``
+        (:meth:`~imblab.eval_states.EvalStates.add_eval_state`: one ``factory()`` per stage,
+        saved in checkpoints, on the model's device; a name already registered is kept)."""
+        self.eval_states.add_eval_state(name, factory)
 
     def eval_state(self, stage: str, name: str) -> Metric:
         """The evaluation state ``name`` of ``stage`` (KeyError if not registered)."""
-        return cast(Metric, self._eval_states(stage)[name])
+        return self.eval_states.eval_state(stage, name)
 
-    def _eval_states(self, stage: str) -> nn.ModuleDict:
-        return cast(nn.ModuleDict, self.eval_states[stage])
+    def check_finite(self) -> None:
+        """Raise :class:`TrainingDiverged` when a training step since the fit began had a
+        non-finite loss or output (on any process: one gather per call, the only host sync of
+        the check); called at the end of each training epoch and before its validation, so
+        no checkpoint of a diverged epoch is written."""
+        first = int(cast(torch.Tensor, self.all_gather(self.first_nonfinite_step)).min())
+        if first == NO_STEP:
+            return
+        group = self.trainer.optimizers[0].param_groups[0]
+        lr = float(group["lr"])
+        raise TrainingDiverged(self.current_epoch, first, lr, float(group.get("initial_lr", lr)))
 
     def _train_mean(self, name: str) -> MeanLoss:
         return cast(MeanLoss, self.train_means[name])
@@ -335,17 +381,15 @@ class Classifier(LightningModule):
 
     def _eval_epoch_start(self, stage: str) -> None:
         self._eval_loss(stage).reset()
-        for state in self._eval_states(stage).values():
-            cast(Metric, state).reset()
+        self.eval_states.start_epoch(stage, unpadded_share(self._trainer, stage))
 
     def _eval_epoch_end(self, stage: str) -> None:
         self.log(f"{stage}/loss", self._eval_loss(stage).compute(), prog_bar=stage == "val")
-        # sum the counts across processes now, inside the evaluation loop, whether or not a
-        # callback reads them: batches still buffered on the CPU are counted here (not at the
-        # next device move, outside inference mode) and bad input fails in this epoch
-        self.count_state(stage).compute()
+        self.eval_states.end_epoch(stage)  # the counts summed across processes now
 
     def on_validation_epoch_start(self) -> None:
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            self.check_finite()  # before the epoch's validation reads diverged outputs
         self._eval_epoch_start("val")
 
     def on_test_epoch_start(self) -> None:
@@ -366,3 +410,65 @@ class Classifier(LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
         }
+
+
+# -- CUDA graphs of the training step (model.cuda_graph) ------------------------------------------
+
+MAX_GRAPHS = 2
+"""CUDA graphs one model captures per fit: the full training batch and the last, partial one."""
+
+
+class _GraphedBackbone(nn.Module):
+    """The backbone behind a module of its own, which ``make_graphed_callables`` can graph once
+    per input signature (it replaces the graphed module's ``forward``); its parameters are the
+    backbone's. Never registered as a submodule: no new state-dict keys."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return cast(torch.Tensor, self.backbone(x))
+
+
+def graph_key(x: torch.Tensor, backbone: nn.Module) -> tuple[object, ...]:
+    """What a captured graph is valid for: the input's shape, strides, dtype and device, the
+    autocast state, and which parameters require gradients."""
+    kind = x.device.type
+    autocast = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
+    trainable = tuple(p.requires_grad for p in backbone.parameters())
+    return (tuple(x.shape), x.stride(), x.dtype, x.device, autocast, trainable)
+
+
+def capture_backbone(
+    backbone: nn.Module, x: torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``torch.cuda.make_graphed_callables`` of ``backbone`` in training mode for inputs like
+    ``x`` (CUDA): the returned callable copies its input into a static one and replays the
+    forward graph, and its backward the backward graph; parameter gradients reach ``.grad``
+    through autograd as in eager mode. Captured under the current autocast state with its
+    weight cache off (each replay casts the current weights). The warm-up passes it runs leave
+    no trace: the backbone's buffers (batch-norm statistics) and the CUDA random state are
+    restored. Raises whatever the capture raises."""
+    kind = x.device.type
+    autocast = torch.autocast(
+        kind,
+        dtype=torch.get_autocast_dtype(kind),
+        enabled=torch.is_autocast_enabled(kind),
+        cache_enabled=False,
+    )
+    buffers = [(b, b.detach().clone()) for b in backbone.buffers()]
+    rng = torch.cuda.get_rng_state(x.device)
+    try:
+        with torch.cuda.device(x.device), autocast:
+            graphed = torch.cuda.make_graphed_callables(
+                _GraphedBackbone(backbone),
+                (x.detach().clone(),),
+                allow_unused_input=True,
+            )
+    finally:
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+        torch.cuda.set_rng_state(rng, x.device)
+    return cast(Callable[[torch.Tensor], torch.Tensor], graphed)

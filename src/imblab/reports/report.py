@@ -1,6 +1,6 @@
 """The classification report of one evaluation: ``report.json``, ``report.md``, ``report.csv``.
 
-Input is the flat score dict of :func:`~imblab.metrics.evaluate.evaluate` (keys such as
+Input is the flat score dict of :func:`~imblab.metrics.prediction_set.evaluate` (keys such as
 ``f1_macro``, ``f1/<class>``, ``support/<class>``, ``auroc/<class>``), optionally with bootstrap
 intervals ``<key>_lo`` / ``<key>_hi`` and the two-class ``binary/*`` and ``binary_tuned/*``
 scores.

@@ -6,8 +6,8 @@ built from it, the checkpoint's weights (and callback states, e.g. a tuned thres
 loaded, and the split is evaluated by a Lightning Trainer with every metric callback.  A
 :class:`~imblab.callbacks.predictions.PredictionRecorder` collects each process's
 probabilities, targets and ids from the step outputs and gathers them at the end of the epoch;
-:class:`SplitCounts` keeps the summed counts; rank 0 writes one report and one
-``predictions.npz`` covering each sample once.
+:class:`~imblab.callbacks.split_counts.SplitCounts` keeps the summed counts; rank 0 writes one
+report and one ``predictions.npz`` covering each sample once.
 
 The report is exact: its AUROC and AP come from the recorded predictions
 (:func:`~imblab.metrics.exact_curves.curve_scores`, equal to scikit-learn on
@@ -16,7 +16,8 @@ the confusion matrix, which binning does not touch.
 
 ``eval.logit_adjustment`` (post-hoc logit adjustment, :mod:`imblab.metrics.logit_adjustment`):
 the model is evaluated on ``logits - tau * log(prior)`` (a forward hook), the prior from the
-checkpoint's training class counts; ``auto`` tunes tau on validation first.
+checkpoint's training class counts; ``auto`` tunes tau on validation first
+(:class:`~imblab.callbacks.tau_tuning.TauTuning`).
 """
 
 from __future__ import annotations
@@ -33,32 +34,28 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException
 from lightning.pytorch import Callback, Trainer
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from imblab.callbacks.base import MetricCallback
-from imblab.callbacks.contract import EvaluatedModel, evaluated_model, stateful_model
+from imblab.callbacks.base import apply_class_limit
+from imblab.callbacks.contract import evaluated_model
 from imblab.callbacks.intervals import BootstrapIntervals
 from imblab.callbacks.predictions import PredictionRecorder
+from imblab.callbacks.split_counts import SplitCounts
+from imblab.callbacks.tau_tuning import TauTuning
 from imblab.callbacks.threshold import ThresholdTuning
 from imblab.config import instantiate, instantiate_callbacks, validate
 from imblab.console import evaluation_summary, print_summary
 from imblab.errors import ConfigError, config_error
 from imblab.metrics.bootstrap import percentile_intervals, replicate_scores
-from imblab.metrics.counts import Counts
 from imblab.metrics.exact_curves import curve_scores
 from imblab.metrics.functional import binary_scores, summarize
-from imblab.metrics.logit_adjustment import (
-    TAU_GRID,
-    AdjustedConfusion,
-    adjust,
-    best_tau,
-    log_prior,
-)
+from imblab.metrics.logit_adjustment import TAU_GRID, adjust, best_tau, log_prior
+from imblab.pipelines.training import build_datamodule, build_model, build_trainer
 from imblab.reports.figures import write_figures
 from imblab.reports.predictions import FILENAME, save_predictions
 from imblab.reports.report import write_reports
-from imblab.training import build_datamodule, build_model, build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +114,61 @@ def _hydra_compose_ready() -> Iterator[None]:
         yield
 
 
+#: what rebuilds the data of a run written before ``data.subset_seed`` existed
+LEGACY_DATA = ("data.subset_seed=null", "data.val_source=split", "data.n_max=null")
+
+
+def legacy_data_overrides(run_dir: Path) -> list[str]:
+    """:data:`LEGACY_DATA` for a run trained before ``data.subset_seed`` existed (its
+    ``.hydra/config.yaml`` has no ``data.subset_seed``): its subset and validation split drawn
+    with ``seed``, as it was trained; nothing for a newer run. A run dir without that file
+    cannot tell: its data is rebuilt with today's protocol, which one warning line says."""
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        log.warning(
+            "%s has no .hydra/config.yaml: cannot tell whether it was trained before "
+            "data.subset_seed; evaluating with today's data protocol",
+            run_dir,
+        )
+        return []
+    saved_cfg = OmegaConf.load(saved)
+    data = saved_cfg.get("data") if isinstance(saved_cfg, DictConfig) else None
+    if data is None or "subset_seed" in data:
+        return []
+    log.info(
+        "%s was trained before data.subset_seed: rebuilding its data as it was (%s)",
+        run_dir,
+        " ".join(LEGACY_DATA),
+    )
+    return list(LEGACY_DATA)
+
+
+def _choice(overrides: list[str], group: str) -> str | None:
+    """The option ``overrides`` pick for config group ``group`` (``data=cifar_lt``), if any."""
+    picked = [o.split("=", 1)[1] for o in overrides if "=" in o and _key(o) == group]
+    return picked[-1] if picked else None
+
+
+def trained_data_group(trained: list[str]) -> str | None:
+    """The ``data`` group option the run was trained with (its overrides composed, an
+    experiment's choice included)."""
+    with _hydra_compose_ready():
+        composed = compose(config_name="train", overrides=trained, return_hydra_config=True)
+    choice = composed.hydra.runtime.choices.get("data")
+    return None if choice is None else str(choice)
+
+
+def _first_line(err: BaseException) -> str:
+    return " ".join((str(err).strip().splitlines() or [type(err).__name__])[0].split())[:200]
+
+
 def training_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
-    """``train.yaml`` composed with the checkpoint's run overrides, then the eval command line's
-    (eval-only keys, ``hydra.*`` and limits such as ``trainer.limit_test_batches`` of the
-    training run left out)."""
+    """``train.yaml`` composed with the checkpoint's run overrides, then, for a run trained
+    before ``data.subset_seed`` existed, :func:`legacy_data_overrides`, then the eval command
+    line's (eval-only keys, ``hydra.*`` and limits such as ``trainer.limit_test_batches`` of
+    the training run left out). A ``data=<group>`` on the command line other than the run's
+    evaluates on other data: the run's ``data`` overrides are left out (they belong to its
+    group). Overrides that do not compose are the one-line :class:`ConfigError`."""
     overrides_file = run_dir_of(ckpt) / ".hydra" / "overrides.yaml"
     if not overrides_file.is_file():
         raise config_error(
@@ -135,62 +183,69 @@ def training_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
     ]
     command_line = [str(o) for o in HydraConfig.get().overrides.task]
     command_line = [o for o in command_line if not _eval_only(_key(o))]
-    with _hydra_compose_ready():
-        run_cfg = compose(config_name="train", overrides=[*trained, *command_line])
+    group = _choice(command_line, "data")
+    other_data = group is not None and group != trained_data_group(trained)
+    if other_data:
+        dropped = [o for o in trained if _key(o) == "data" or _key(o).startswith("data.")]
+        trained = [o for o in trained if o not in dropped]
+        if dropped:
+            log.info("data=%s: the run's data overrides left out: %s", group, " ".join(dropped))
+    try:
+        with _hydra_compose_ready():
+            legacy = [] if other_data else legacy_data_overrides(run_dir_of(ckpt))
+            run_cfg = compose(config_name="train", overrides=[*trained, *legacy, *command_line])
+    except ConfigCompositionException as err:
+        raise config_error(
+            "ckpt_path",
+            str(ckpt),
+            f"its run's overrides and the command line's do not compose ({_first_line(err)})",
+            "evaluate on other data with data=<group> and keys of that group only (the run's "
+            "data overrides are then left out); other keys must exist in the run's config",
+        ) from None
     with open_dict(run_cfg):
         run_cfg.paths.output_dir = str(cfg.paths.output_dir)
     return run_cfg
 
 
-class SplitCounts(MetricCallback):
-    """Keeps what the report needs from the end of the ``stage`` epoch: the summed counts, the
-    class names, the default two-class threshold and the bootstrap confusion matrices (None
-    without a bootstrap). Every rank takes part in the sums; rank 0 reports."""
-
-    def __init__(self, stage: str) -> None:
-        super().__init__(stages=(stage,))
-        self.stage = stage
-        self.counts: Counts | None = None
-        self.class_names: list[str] = []
-        self.binary_threshold = 0.5
-        self.ignore_index: int | None = None
-        self.confmats: torch.Tensor | None = None
-
-    def log_counts(
-        self,
-        stage: str,
-        counts: Counts,
-        class_names: list[str],
-        trainer: Trainer,
-        model: EvaluatedModel,
-    ) -> None:
-        self.counts = counts
-        self.class_names = class_names
-        self.binary_threshold = float(model.count_state(stage).binary_threshold)
-        self.ignore_index = model.count_state(stage).ignore_index
-        boot = model.bootstrap_state(stage)
-        self.confmats = None if boot is None else boot.compute()
+def checkpoint_inputs(ckpt: dict[str, Any]) -> tuple[int | None, int | None, str]:
+    """What the checkpoint's model takes and predicts: the input channels of its stem (the
+    first 4-D weight of its state dict, a convolution's ``(out, in, kh, kw)``), the classes of
+    its hyperparameters (``num_classes``), and that weight's name and shape for a message."""
+    state = ckpt.get("state_dict") or {}
+    stem = next(
+        ((k, v.shape) for k, v in state.items() if isinstance(v, torch.Tensor) and v.ndim == 4),
+        None,
+    )
+    classes = (ckpt.get("hyper_parameters") or {}).get("num_classes")
+    shown = f"{stem[0]} {list(stem[1])}" if stem else "no convolution"
+    channels = int(stem[1][1]) if stem else None
+    return channels, (classes if isinstance(classes, int) else None), shown
 
 
-class TauTuning(Callback):
-    """``eval.logit_adjustment=auto``: registers an :class:`AdjustedConfusion` state on the
-    model (updated with every validation batch's logits, summed across processes) and keeps the
-    validation epoch's (G, C, C) confusion matrices, one per tau of :data:`TAU_GRID`."""
+def check_data_fits(ckpt: dict[str, Any], ckpt_path: Path, datamodule: Any) -> None:
+    """The datamodule's ``in_channels`` and classes (``num_classes``; 0 while unknown) must be
+    the checkpoint's model's (:func:`checkpoint_inputs`); checked on the constructed
+    datamodule, before anything is downloaded or read, and again once its classes are known.
 
-    name = "logit_adjustment"
-
-    def __init__(self, log_prior: torch.Tensor) -> None:
-        self.log_prior = log_prior
-        self.confmats: torch.Tensor | None = None
-
-    def setup(self, trainer: Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        stateful_model(pl_module).add_eval_state(
-            self.name, lambda: AdjustedConfusion(self.log_prior, TAU_GRID)
-        )
-
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:  # every rank: the sum is collective
-            self.confmats = stateful_model(pl_module).eval_state("val", self.name).compute()
+    Raises:
+        ConfigError: one line naming both.
+    """
+    channels, classes, stem = checkpoint_inputs(ckpt)
+    data_channels = getattr(datamodule, "in_channels", None)
+    data_classes = int(datamodule.num_classes)
+    if (channels is None or data_channels is None or channels == data_channels) and (
+        classes is None or not data_classes or classes == data_classes
+    ):
+        return
+    raise config_error(
+        "ckpt_path",
+        str(ckpt_path),
+        f"its model takes {channels}-channel images and predicts {classes} classes ({stem}), "
+        f"the data ({type(datamodule).__name__}) has {data_channels}-channel images and "
+        f"{data_classes or 'not yet known'} classes",
+        "evaluate it on data like its training data (data=<its group>), or evaluate a "
+        "checkpoint trained on this data",
+    )
 
 
 def logit_adjustment_option(value: object) -> float | str | None:
@@ -312,9 +367,27 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         run_cfg.model.bootstrap = replicates
         run_cfg.model.bootstrap_seed = int(options.bootstrap_seed)
     L.seed_everything(run_cfg.seed, workers=True)
+    check_data_fits(ckpt, ckpt_path, instantiate(run_cfg.data))  # before any download
     datamodule: Any = build_datamodule(run_cfg)
+    check_data_fits(ckpt, ckpt_path, datamodule)  # its classes are known now
+    if split == "val" and not sum(datamodule.val_counts):
+        raise config_error(
+            "eval.split",
+            split,
+            f"the run has no validation split (data.val_source={datamodule.val_source})",
+            "use eval.split=test",
+        )
     model = build_model(run_cfg, datamodule)
     evaluated_model(model)  # a clear TypeError now for a model the callbacks cannot read
+    own = model.state_dict()
+    for key, value in ckpt["state_dict"].items():
+        if key in own and isinstance(value, torch.Tensor) and value.shape != own[key].shape:
+            raise ConfigError(
+                f"ckpt_path={ckpt_path}: its weights do not fit the run's model ({key} is "
+                f"{list(value.shape)} in the checkpoint, {list(own[key].shape)} in the model); "
+                "evaluate it with the overrides it was trained with (no model.* changes on the "
+                "command line)"
+            )
     missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
     if missing or unexpected:
         raise ConfigError(
@@ -331,6 +404,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     if tuner is None and datamodule.num_classes == 2:
         tuner = ThresholdTuning(float(options.threshold_beta), betas, zero_division)
         callbacks.append(tuner)
+    apply_class_limit(callbacks, int(run_cfg.get("per_class_max_classes") or 100))
     _restore_callback_states(callbacks, ckpt)
     prior = None
     if adjustment is not None:
@@ -387,7 +461,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     if tau is not None:
         scores["logit_adjustment_tau"] = float(tau)
     assert predictions.predictions is not None and split_counts.counts is not None
-    save_predictions(output_dir / FILENAME, *predictions.predictions)
+    fingerprint = datamodule.split_fingerprint(split)  # imblab-compare pairs only equal ones
+    save_predictions(output_dir / FILENAME, *predictions.predictions, fingerprint=fingerprint)
     title = f"{split} split of {ckpt_path}"
     paths = write_reports(
         output_dir,
@@ -413,7 +488,15 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     train_counts = _training_counts(ckpt, model)
     names = split_counts.class_names
     summary = evaluation_summary(
-        scores, split, names, train_counts, str(ckpt_path), output_dir, max_classes, bool(loggers)
+        scores,
+        split,
+        names,
+        train_counts,
+        str(ckpt_path),
+        output_dir,
+        max_classes,
+        bool(loggers),
+        group_counts=datamodule.subset_counts,
     )
     print_summary(summary)  # the last thing imblab-eval prints
     return scores
