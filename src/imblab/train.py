@@ -7,7 +7,6 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from imblab.config import resolve_monitor_mode
 from imblab.errors import ConfigError
 from imblab.pipelines.training import train
 from imblab.sweeps import run_job
@@ -18,7 +17,6 @@ def main(cfg: DictConfig) -> float | None:
     """Train, test, write ``metrics.json`` and ``status.json``; return the monitored metric (the
     sweep objective; None for a failed sweep job, see :func:`imblab.sweeps.run_job`)."""
     try:
-        resolve_monitor_mode(cfg)  # a sweep job's config is composed afresh, with auto again
         return run_job(cfg, train)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

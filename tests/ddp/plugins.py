@@ -62,3 +62,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    # gloo's threads must not outlive the interpreter (an abort at exit under load otherwise)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra import compose, initialize_config_module
 from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import open_dict
@@ -92,3 +93,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    # gloo's threads must not outlive the interpreter (an abort at exit under load otherwise)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
