@@ -27,7 +27,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from imblab.config import launched_rank, resolve_monitor_mode
+from imblab.config import launched_rank, resolve_monitor, resolve_monitor_mode
 from imblab.errors import config_error
 from imblab.pipelines.training import build_trainer
 from imblab.runs import (
@@ -144,8 +144,10 @@ def run_job(cfg: DictConfig, task: Callable[[DictConfig], dict[str, float]]) -> 
     overrides returns its objective without training again, so a rerun sweep resumes. A sweep
     job whose trainer would re-launch the command line for its DDP processes runs as a single
     run in a fresh process (:func:`run_in_own_process`). Outside a sweep the exception
-    propagates. ``monitor.mode: auto`` is resolved first, so the record holds ``min`` or
-    ``max``. Only rank 0 writes."""
+    propagates. The monitor is resolved first (none for ``data.val_source=none``;
+    ``monitor.mode: auto`` to ``min`` or ``max``), so the record holds what the run uses. Only
+    rank 0 writes."""
+    resolve_monitor(cfg)  # data.val_source=none: no monitor, recorded as such from the start
     resolve_monitor_mode(cfg)  # a sweep job's config is composed afresh, with auto again
     out = Path(cfg.paths.output_dir)
     info = job_info()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -158,3 +159,20 @@ def test_class_layout_follows_each_class() -> None:
         assert [t for t in tags if any(re.search(p, t) for p in patterns)] == [title]
     # no all-classes chart: TensorBoard would draw every class of a run in the run's colour
     assert set(layout) == {"val F1 per class", "val recall per class"}
+
+
+def test_a_run_without_validation_records_no_monitor_from_the_start(
+    compose_cfg, tmp_path: Path
+) -> None:
+    cfg = compose_cfg(*FAST, "data.val_source=none")
+    seen: list[dict[str, Any] | None] = []
+
+    def task(c: object) -> dict[str, float]:
+        seen.append(read_status(tmp_path))  # the record written before training
+        return {"test/f1_macro": 0.5}
+
+    assert run_job(cfg, task) is None  # no monitor, no objective
+    assert seen[0] is not None and seen[0]["objective"]["metric"] is None
+    record = read_status(tmp_path)
+    assert record is not None and record["status"] == "completed"
+    assert record["objective"] == {"metric": None, "mode": "max", "value": None}
