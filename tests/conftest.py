@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, open_dict
 
 # small, fast and offline: the bundled sample, a few epochs of tiny batches
@@ -66,3 +68,25 @@ def run_script(script: Path, *args: str, cwd: Path) -> None:
         cwd=cwd,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+class Recorder(Logger):
+    """A logger that keeps every key it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: set[str] = set()
+
+    @property
+    def name(self) -> str:
+        return "recorder"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self.keys.update(metrics)

@@ -6,7 +6,6 @@ the share of a padding DistributedSampler it counts."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -16,7 +15,7 @@ import pytest
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
@@ -33,6 +32,8 @@ from imblab.config import instantiate_callbacks
 from imblab.errors import ConfigError
 from imblab.eval_states import unpadded_share
 from imblab.models.classifier import Classifier
+
+from ..conftest import Recorder
 
 C = 4
 
@@ -182,28 +183,6 @@ class PerClassBrier(StatefulMetric):
 
     def scalars(self, value: Any, class_names: list[str]) -> dict[str, float]:
         return {"brier": 0.0, **{f"brier/{c}": 0.0 for c in class_names}}
-
-
-class Recorder(Logger):
-    """A logger that keeps every key it was given."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.keys: set[str] = set()
-
-    @property
-    def name(self) -> str:
-        return "recorder"
-
-    @property
-    def version(self) -> int:
-        return 0
-
-    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        self.keys.update(metrics)
 
 
 @pytest.mark.parametrize("limit", [3, 10])

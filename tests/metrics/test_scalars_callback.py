@@ -4,9 +4,7 @@ scikit-learn, and the many-classes rule (per-class values in callback_metrics, n
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -22,29 +20,9 @@ from imblab.callbacks.scalars import ClassificationScalars, worst_classes_table
 from imblab.errors import ConfigError
 from imblab.models.classifier import Classifier
 
+from ..conftest import Recorder
+
 N = 300
-
-
-class Recorder(Logger):
-    """A logger that keeps every key it was given."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.keys: set[str] = set()
-
-    @property
-    def name(self) -> str:
-        return "recorder"
-
-    @property
-    def version(self) -> int:
-        return 0
-
-    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        self.keys.update(metrics)
 
 
 def data(c: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
