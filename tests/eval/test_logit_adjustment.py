@@ -15,10 +15,10 @@ from imblab.metrics.logit_adjustment import (
     TAU_GRID,
     AdjustedConfusion,
     adjust,
+    adjustment_option,
     best_tau,
     log_prior,
 )
-from imblab.pipelines.evaluation import logit_adjustment_option
 
 
 def _data(seed: int, n: int, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -82,7 +82,7 @@ def test_classes_without_training_counts_are_a_one_line_error(counts: list[int])
 @pytest.mark.parametrize("value", ["fast", -1.0, float("inf"), True, [1.0]])
 def test_bad_option_is_a_one_line_config_error(value: object) -> None:
     with pytest.raises(ConfigError) as err:
-        logit_adjustment_option(value)
+        adjustment_option(value)
     message = str(err.value)
     assert message.startswith("eval.logit_adjustment=") and "\n" not in message
     assert "use null (off), auto (tau tuned on validation) or a tau" in message
@@ -90,4 +90,4 @@ def test_bad_option_is_a_one_line_config_error(value: object) -> None:
 
 @pytest.mark.parametrize(("value", "expected"), [(None, None), ("auto", "auto"), (1, 1.0)])
 def test_good_options(value: object, expected: object) -> None:
-    assert logit_adjustment_option(value) == expected
+    assert adjustment_option(value) == expected

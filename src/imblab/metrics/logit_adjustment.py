@@ -25,29 +25,47 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from imblab.errors import ConfigError
+from imblab.errors import ConfigError, config_error
 from imblab.metrics.functional import balanced_accuracy
 
-__all__ = ["TAU_GRID", "AdjustedConfusion", "adjust", "best_tau", "log_prior"]
+__all__ = ["TAU_GRID", "AdjustedConfusion", "adjust", "adjustment_option", "best_tau", "log_prior"]
 
 TAU_GRID = tuple(0.25 * i for i in range(9))
 """The taus ``eval.logit_adjustment=auto`` tries: 0, 0.25, .., 2 (0 = no adjustment)."""
 
 
-def log_prior(train_counts: Sequence[int]) -> Tensor:
+def adjustment_option(value: object, key: str = "eval.logit_adjustment") -> float | str | None:
+    """The option ``key`` (``eval.logit_adjustment``, ``test_logit_adjustment``) checked: None
+    (off), ``"auto"`` (tau tuned on validation) or a finite tau >= 0; anything else is a
+    :class:`ConfigError` naming ``key``."""
+    if value is None or value == "auto":
+        return "auto" if value else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        tau = float(value)
+        if math.isfinite(tau) and tau >= 0:
+            return tau
+    raise config_error(
+        key,
+        value,
+        "not null, auto or a number >= 0",
+        "use null (off), auto (tau tuned on validation) or a tau such as 1.0",
+    )
+
+
+def log_prior(train_counts: Sequence[int], key: str = "eval.logit_adjustment") -> Tensor:
     """``log(n_c / sum(n))`` (C,) float64 of the training class counts; a class without
-    training samples is a :class:`ConfigError` (its log prior is -inf)."""
+    training samples is a :class:`ConfigError` naming the option ``key`` (its log prior is
+    -inf)."""
     counts = torch.as_tensor([int(n) for n in train_counts], dtype=torch.float64)
     if counts.numel() == 0:
         raise ConfigError(
-            "eval.logit_adjustment: the model has no training class counts (train_counts); "
-            "evaluate a checkpoint of imblab-train, or set eval.logit_adjustment=null"
+            f"{key}: the model has no training class counts (train_counts); "
+            f"evaluate a checkpoint of imblab-train, or set {key}=null"
         )
     empty = torch.nonzero(counts <= 0).flatten().tolist()
     if empty:
         raise ConfigError(
-            f"eval.logit_adjustment: classes {empty} have no training samples (log prior "
-            "-inf); set eval.logit_adjustment=null"
+            f"{key}: classes {empty} have no training samples (log prior -inf); set {key}=null"
         )
     return torch.log(counts / counts.sum())
 

@@ -51,7 +51,7 @@ from imblab.errors import ConfigError, config_error
 from imblab.metrics.bootstrap import percentile_intervals, replicate_scores
 from imblab.metrics.exact_curves import curve_scores
 from imblab.metrics.functional import binary_scores, summarize
-from imblab.metrics.logit_adjustment import TAU_GRID, adjust, best_tau, log_prior
+from imblab.metrics.logit_adjustment import TAU_GRID, adjust, adjustment_option, best_tau, log_prior
 from imblab.pipelines.training import build_datamodule, build_model, build_trainer
 from imblab.reports.figures import write_figures
 from imblab.reports.predictions import FILENAME, save_predictions
@@ -248,22 +248,6 @@ def check_data_fits(ckpt: dict[str, Any], ckpt_path: Path, datamodule: Any) -> N
     )
 
 
-def logit_adjustment_option(value: object) -> float | str | None:
-    """``eval.logit_adjustment`` checked: None (off), ``"auto"`` or a finite tau >= 0."""
-    if value is None or value == "auto":
-        return "auto" if value else None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        tau = float(value)
-        if math.isfinite(tau) and tau >= 0:
-            return tau
-    raise config_error(
-        "eval.logit_adjustment",
-        value,
-        "not null, auto or a number >= 0",
-        "use null (off), auto (tau tuned on validation) or a tau such as 1.0",
-    )
-
-
 def _training_counts(ckpt: dict[str, Any], model: Any) -> list[int]:
     """The training class counts the checkpoint's model was trained on: its hyperparameters'
     ``train_counts``, else the model's (the datamodule's)."""
@@ -357,7 +341,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     confidence = float(options.confidence)
     if not 0 < confidence < 1:
         raise config_error("eval.confidence", confidence, "not in (0, 1)", "use e.g. 0.95")
-    adjustment = logit_adjustment_option(options.get("logit_adjustment"))
+    adjustment = adjustment_option(options.get("logit_adjustment"))
     ckpt_path = Path(str(cfg.ckpt_path)) if cfg.ckpt_path else None
     ckpt = load_checkpoint(ckpt_path, bool(options.weights_only))
     assert ckpt_path is not None

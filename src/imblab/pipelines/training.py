@@ -23,6 +23,8 @@ from imblab.callbacks.long_tail import DRWGuard, TestEveryEpoch, drw_min_epochs
 from imblab.callbacks.predictions import PredictionRecorder
 from imblab.callbacks.scalars import ClassificationScalars
 from imblab.callbacks.stateful import check_metric_plugins
+from imblab.callbacks.tau_tuning import TauTuning
+from imblab.callbacks.threshold import ThresholdTuning
 from imblab.config import (
     check_monitor,
     instantiate,
@@ -35,6 +37,7 @@ from imblab.data.base import ImbalancedDataModule
 from imblab.data.summary import DataSummary
 from imblab.errors import ConfigError, config_error
 from imblab.losses import ImbalanceLoss
+from imblab.metrics.logit_adjustment import TAU_GRID, adjust, adjustment_option, best_tau, log_prior
 from imblab.models.backbones import init_head_bias
 from imblab.models.classifier import TrainingDiverged
 from imblab.reports.predictions import FILENAME as PREDICTIONS_FILE
@@ -233,6 +236,90 @@ def long_tail_callbacks(cfg: DictConfig, callbacks: list[Any]) -> dict[str, Any]
     return options
 
 
+#: the option of post-hoc logit adjustment of the final test
+ADJUSTMENT_KEY = "test_logit_adjustment"
+
+
+def test_adjustment(
+    cfg: DictConfig,
+    model: LightningModule,
+    datamodule: ImbalancedDataModule,
+    metric_callbacks: list[Any],
+) -> tuple[float | str | None, torch.Tensor | None]:
+    """``test_logit_adjustment`` checked against the run, before training: ``(option, log
+    prior)`` (``(None, None)`` when off). It needs a final test, logits, no tuned decision
+    threshold (which was tuned on the unadjusted scores) and, for ``auto``, a validation split;
+    the prior is the training split's class frequencies."""
+    option = adjustment_option(cfg.get(ADJUSTMENT_KEY), ADJUSTMENT_KEY)
+    if option is None:
+        return None, None
+    if not cfg.test:
+        raise config_error(
+            ADJUSTMENT_KEY,
+            option,
+            "it adjusts the final test and test=false runs none",
+            f"set test=true, or {ADJUSTMENT_KEY}=null",
+        )
+    if evaluated_model(model).count_state("val").input != "logits":
+        raise config_error(
+            ADJUSTMENT_KEY,
+            option,
+            "the model's outputs are probabilities, not logits",
+            f"set {ADJUSTMENT_KEY}=null",
+        )
+    if any(isinstance(c, ThresholdTuning) for c in metric_callbacks):
+        raise config_error(
+            ADJUSTMENT_KEY,
+            option,
+            "a tuned decision threshold (metrics.threshold) and the adjustment both move the "
+            "decision, and the threshold is tuned on the unadjusted scores",
+            f"drop metrics.threshold, or set {ADJUSTMENT_KEY}=null",
+        )
+    if option == "auto" and not sum(datamodule.val_counts):
+        raise config_error(
+            ADJUSTMENT_KEY,
+            option,
+            f"the run has no validation split to tune tau on (data.val_source="
+            f"{datamodule.val_source})",
+            f"give a tau, e.g. {ADJUSTMENT_KEY}=1.0",
+        )
+    return option, log_prior(list(datamodule.train_counts), ADJUSTMENT_KEY)
+
+
+def adjust_test(
+    model: LightningModule,
+    option: float | str,
+    prior: torch.Tensor,
+    tuning: TauTuning | None,
+    best: str,
+    trainer: Trainer,
+) -> float:
+    """Make the model's outputs ``logits - tau * log(prior)`` from now on (a forward hook; the
+    weights are untouched) and return tau: ``option`` itself, or for ``auto`` the tau of
+    :data:`~imblab.metrics.logit_adjustment.TAU_GRID` that maximises balanced accuracy on the
+    validation epoch that selected ``best`` (its global step, read from the checkpoint; the
+    last validation epoch when no checkpoint was selected), as ``eval.logit_adjustment=auto``
+    chooses it for that checkpoint."""
+    if isinstance(option, float):
+        tau = option
+    else:
+        assert tuning is not None
+        step = trainer.global_step
+        if best:
+            step = int(torch.load(best, map_location="cpu", weights_only=True)["global_step"])
+        tau, tuned = best_tau(tuning.at_step(step), TAU_GRID)
+        if trainer.is_global_zero:
+            log.info(
+                "%s: tau=%g (validation balanced accuracy %.4f at step %d)",
+                ADJUSTMENT_KEY,
+                tau,
+                tuned,
+                step,
+            )
+    model.register_forward_hook(lambda _m, _i, out: adjust(out, prior, tau))
+    return tau
+
+
 def kept_checkpoint(trainer: Trainer) -> str:
     """The newest checkpoint the run wrote: the last epoch's (an unmonitored checkpoint
     callback's, ``last.ckpt``), else the best one; "" when none was written."""
@@ -259,7 +346,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # the shot groups' class sizes: the long-tailed subset's (a setup of its own may not say)
     group_counts = datamodule.subset_counts or datamodule.train_counts
     check_monitor(monitor, metric_callbacks, datamodule.class_names, group_counts)
+    adjustment, prior = test_adjustment(cfg, model, datamodule, metric_callbacks)
     callbacks += metric_callbacks
+    tuning = None
+    if adjustment == "auto" and prior is not None:  # the validation epochs' adjusted confusion
+        tuning = TauTuning(prior, keep_history=True)
+        callbacks.append(tuning)
     callbacks.append(RandomState())  # a resumed run draws what the uninterrupted one drew
     if recorder is not None:  # the best checkpoint's test predictions: predictions.npz
         callbacks.append(recorder)
@@ -299,6 +391,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
     if cfg.test:
+        tau = None
+        if adjustment is not None:
+            assert prior is not None
+            tau = adjust_test(model, adjustment, prior, tuning, best, trainer)
         with interruptions_recorded(trainer, output_dir):
             # verbose=False: Lightning's table would show test/loss alone; the summary shows all
             trainer.test(
@@ -309,6 +405,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 verbose=False,
             )
         metrics.update(scalar_metrics(trainer))
+        if tau is not None:
+            metrics[f"test/{TauTuning.name}_tau"] = tau
     if trainer.is_global_zero:
         headline = {k: v for k, v in sorted(metrics.items()) if k.count("/") == 1}
         fit_console_logs()  # the console shows the line cut to the terminal, the log file all
