@@ -5,10 +5,11 @@ procedure, G*Power's sample sizes of the paired t, and Monte-Carlo power."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
@@ -70,6 +71,7 @@ def test_seed_test_without_seed_spread_is_the_normal_interval(diff, v_test, n):
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(finite, min_size=2, max_size=10), st.floats(1e-5, 0.05))
+@example([1.0, 0.875], 1e-5)  # t = 14.5 with n = 2: the Illinois steps alone stalled at the t bound
 def test_seed_test_is_cochran_cox_and_its_p_value_matches_its_interval(d, v_test):
     d = np.array(d) * 0.2
     if np.ptp(d) < 1e-6:
@@ -192,3 +194,15 @@ def test_bad_inputs_are_refused() -> None:
         paired_t([0.1, 0.2], -1.0)
     with pytest.raises(ValueError, match="confidence"):
         paired_t([0.1, 0.2], confidence=1.0)
+
+
+def test_a_difference_far_beyond_the_normal_tail_warns_nothing() -> None:
+    """A t of about 50 (seed part and test part mixed): the normal p-value underflows to 0,
+    and the p-value is the t bound's floor side without a NumPy warning on the console."""
+    d = np.array([0.30, 0.31, 0.29, 0.30, 0.305])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = paired_t(d, 1e-6)
+    t = abs(d.mean()) / result.se
+    assert stats.norm.sf(t) == 0.0
+    assert 0.0 <= result.p_value <= 2 * stats.t.sf(t, len(d) - 1) * (1 + 1e-9)

@@ -95,8 +95,8 @@ def _critical(weight: Floats, n: Floats, tail: ArrayLike) -> Floats:
 def _p_value(t_abs: Floats, weight: Floats, n: Floats) -> Floats:
     """The two-sided p-value of ``|T| = t_abs``: the level at which the Cochran-Cox critical
     value equals ``t_abs``. Exactly the t and normal p-values at weights 1 and 0; between them
-    (which bracket it) found on the log of the level by the Illinois variant of regula falsi,
-    to about 1e-12."""
+    (which bracket it) found on the log of the level by regula falsi alternating with
+    bisection, to about 1e-12."""
     t_abs, weight, n = np.broadcast_arrays(t_abs, weight, n)
     exact_t = 2 * stats.t.sf(t_abs, n - 1)
     exact_z = 2 * stats.norm.sf(t_abs)
@@ -110,18 +110,26 @@ def _p_value(t_abs: Floats, weight: Floats, n: Floats) -> Floats:
         return _critical(w_m, n_m, np.exp(log_level) / 2) - t_m
 
     tiny = math.log(1e-300)
-    a, b = np.maximum(np.log(exact_z[mixed]), tiny), np.log(exact_t[mixed])
-    fa, fb = excess(a), excess(b)  # fa >= 0 >= fb
-    for _ in range(60):
-        if np.all(np.abs(fb) <= 1e-12 * np.maximum(t_m, 1)):
+    with np.errstate(divide="ignore"):  # a normal p-value that underflows to 0: the floor
+        lo = np.maximum(np.log(exact_z[mixed]), tiny)
+    hi = np.log(exact_t[mixed])
+    f_lo, f_hi = excess(lo), excess(hi)  # f_lo >= 0 >= f_hi: the root lies between
+    tol = 1e-12 * np.maximum(t_m, 1)
+    for step in range(400):
+        if np.all((np.abs(f_hi) <= tol) | (np.abs(f_lo) <= tol) | (hi - lo <= 1e-13)):
             break
-        step = np.where(fb != fa, fb * (b - a) / (fb - fa), 0.0)
-        c = b - step
+        # regula falsi, every other step a bisection: near the t bound excess() is far steeper
+        # on the normal side, where a false-position step alone barely moves
+        if step % 2:
+            c = (lo + hi) / 2
+        else:
+            c = hi - f_hi * (hi - lo) / np.where(f_hi != f_lo, f_hi - f_lo, -1.0)
+            c = np.clip(c, lo, hi)
         fc = excess(c)
-        kept = np.sign(fc) == np.sign(fb)  # the root stays between a and c: halve fa
-        a, fa = np.where(kept, a, b), np.where(kept, fa / 2, fb)
-        b, fb = c, fc
-    p[mixed] = np.exp(b)
+        up = fc >= 0
+        lo, f_lo = np.where(up, c, lo), np.where(up, fc, f_lo)
+        hi, f_hi = np.where(up, hi, c), np.where(up, f_hi, fc)
+    p[mixed] = np.exp(np.where(np.abs(f_lo) < np.abs(f_hi), lo, hi))
     return p
 
 
