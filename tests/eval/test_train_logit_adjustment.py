@@ -22,7 +22,7 @@ from tests.conftest import Compose
 from tests.eval.test_eval_cli import TRAIN, cli
 
 GRID = [0.25 * i for i in range(9)]
-EPOCHS = ["trainer.max_epochs=4", "seed=3"]
+EPOCHS = ["trainer.max_epochs=2", "seed=3"]
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +176,33 @@ def test_the_kept_history_survives_a_checkpoint() -> None:
     assert restored.history.keys() == {10, 20}
     assert torch.equal(restored.at_step(10), tuning.history[10])
     assert TauTuning(torch.zeros(3)).state_dict() == {}
+
+
+@pytest.mark.slow
+def test_ddp_run_tunes_and_tests_as_one_process_evaluates_it(tmp_path: Path) -> None:
+    """Three gloo processes (validation 1,000 and test 241 images: uneven shares): the tau and
+    the adjusted test of the DDP run equal imblab-eval's in one process on its checkpoint."""
+    run = tmp_path / "ddp"
+    ddp = ["trainer=ddp", "trainer.devices=3", "test_logit_adjustment=auto"]
+    args = [*TRAIN, *EPOCHS, *ddp, f"paths.data_dir={tmp_path}/data", f"hydra.run.dir={run}"]
+    proc = cli("imblab.train", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = _metrics(run)
+    out = tmp_path / "eval"
+    evaluation = [
+        f"ckpt_path={record['best_checkpoint']}",
+        "eval.logit_adjustment=auto",
+        "eval.bootstrap=0",
+        "eval.figures=false",
+        f"hydra.run.dir={out}",
+    ]
+    proc = cli("imblab.eval", *evaluation, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert record["metrics"]["test/logit_adjustment_tau"] == report["logit_adjustment_tau"]
+    for key in ("f1_macro", "balanced_accuracy", "accuracy", "accuracy_few"):
+        assert record["metrics"][f"test/{key}"] == pytest.approx(report[key], abs=1e-12), key
+    probs, targets = _predictions(run)
+    eval_probs, eval_targets = _predictions(out)
+    np.testing.assert_array_equal(targets, eval_targets)
+    np.testing.assert_allclose(probs, eval_probs, atol=1e-6)
