@@ -30,14 +30,13 @@ from typing import Any
 import torch
 import yaml
 
-from imblab.runs import find_runs, read_history
+from imblab.runs import find_runs, parse_overrides, read_history
 
 DRW_TAG = "train/drw_active"
 
 
 def _overrides(run: Path) -> dict[str, str]:
-    lines = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or []
-    return dict(line.split("=", 1) for line in lines if "=" in line)
+    return parse_overrides(yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or [])
 
 
 def _config(run: Path) -> dict[str, Any]:
